@@ -1,0 +1,297 @@
+"""Command-line verbs and their output (text tables or --json). No business logic here:
+each verb loads what it needs, calls the library, and prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import ExitCode
+
+Handler = Callable[[argparse.Namespace], int]
+
+EXIT_CODES_HELP = """exit codes:
+  0   success (also a job that finished with warnings)
+  1   a job or operation failed
+  2   bad command line or configuration; nothing was run
+  3   skipped: a resource was busy or a drive/host was absent
+  4   interrupted by a signal; cleanup ran
+  70  internal error in phobos (a bug: please report it)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="phobos", description="Backup orchestrator for a home NAS: pulls hosts with "
+        "rsync, archives with Borg, syncs off-site LUKS drives.",
+        epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-c", "--config", metavar="FILE",
+                        help="config file (default: $PHOBOS_CONFIG or /etc/phobos/phobos.toml)")
+    parser.add_argument("--version", action="version", version=f"phobos {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
+    _add_run(verbs)
+    _add_status(verbs)
+    _add_history(verbs)
+    _add_log(verbs)
+    _add_locks(verbs)
+    _add_config(verbs)
+    _add_demo(verbs)
+    return parser
+
+
+def _verb(verbs: Any, name: str, help_text: str, handler: Handler) -> argparse.ArgumentParser:
+    sub: argparse.ArgumentParser = verbs.add_parser(name, help=help_text, description=help_text)
+    sub.set_defaults(handler=handler)
+    return sub
+
+
+def _json_flag(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--json", action="store_true", help="machine-readable output (stable)")
+
+
+def _add_run(verbs: Any) -> None:
+    sub = _verb(verbs, "run", "run one job now (every trigger ends here)", cmd_run)
+    sub.add_argument("job", help="job name from the config")
+    sub.add_argument("--trigger", default="manual",
+                     choices=["manual", "timer", "device", "daemon"],
+                     help="what started the run (recorded in history; default manual)")
+    sub.add_argument("-q", "--quiet", action="store_true", help="do not echo the job's log")
+    _json_flag(sub)
+
+
+def _add_status(verbs: Any) -> None:
+    sub = _verb(verbs, "status", "last outcome of every job", cmd_status)
+    _json_flag(sub)
+
+
+def _add_history(verbs: Any) -> None:
+    sub = _verb(verbs, "history", "past runs, newest first", cmd_history)
+    sub.add_argument("job", nargs="?", help="only this job")
+    sub.add_argument("--limit", type=_positive_int, default=20, help="how many (default 20)")
+    _json_flag(sub)
+
+
+def _add_log(verbs: Any) -> None:
+    sub = _verb(verbs, "log", "the full (redacted) log of one run", cmd_log)
+    sub.add_argument("run_id", type=_positive_int, help="run id from `phobos history`")
+    _json_flag(sub)
+
+
+def _add_locks(verbs: Any) -> None:
+    sub = _verb(verbs, "locks", "resource locks held right now, and by whom", cmd_locks)
+    _json_flag(sub)
+
+
+def _add_config(verbs: Any) -> None:
+    sub = _verb(verbs, "config", "check or show the configuration", cmd_config_help)
+    actions = sub.add_subparsers(dest="action", metavar="ACTION", required=True)
+    check: argparse.ArgumentParser = actions.add_parser(
+        "check", help="validate the config; exit 0 or 2")
+    check.set_defaults(handler=cmd_config_check)
+    show: argparse.ArgumentParser = actions.add_parser(
+        "show", help="the validated config with defaults, secrets masked")
+    show.set_defaults(handler=cmd_config_show)
+    _json_flag(show)
+
+
+def _add_demo(verbs: Any) -> None:
+    sub = _verb(verbs, "demo", "run the whole flow in a throw-away sandbox", cmd_demo)
+    sub.add_argument("--dir", type=Path, help="sandbox directory to use and keep")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from .config import config_path, load
+
+    return load(config_path(args.config))
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain text table, columns padded to their widest cell."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+              for r in rows]
+    return "\n".join(lines)
+
+
+def when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+def _open_history(config: Any) -> Any:
+    from .history import History
+
+    history = History.open(config.paths.state)
+    history.recover()
+    return history
+
+
+# --- verbs -------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .model import Trigger, format_duration
+    from .runner import echo_stderr, run_job
+
+    config = _load(args)
+    report = run_job(config, args.job, Trigger(args.trigger),
+                     echo=None if args.quiet else echo_stderr)
+    if args.json:
+        _print_json({"run_id": report.run_id, "job": report.job,
+                     "outcome": str(report.outcome), "exit_code": int(report.exit_code),
+                     "message": report.message, "duration": report.duration})
+    else:
+        tail = f": {report.message}" if report.message else ""
+        print(f"{report.job}: {report.outcome} in {format_duration(report.duration)} "
+              f"(run {report.run_id}){tail}")
+    return int(report.exit_code)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .model import format_duration
+
+    config = _load(args)
+    history = _open_history(config)
+    latest = history.latest_per_job()
+    history.close()
+    entries = []
+    for name, job in sorted(config.jobs.items()):
+        run = latest.get(name)
+        entries.append({
+            "job": name, "kind": str(job.kind), "schedule": job.schedule,
+            "last": None if run is None else run.as_json()})
+    if args.json:
+        _print_json({"jobs": entries})
+        return 0
+    rows = []
+    for entry in entries:
+        last = entry["last"] or {}
+        rows.append([entry["job"], entry["kind"], entry["schedule"] or "-",
+                     last.get("outcome", "never run"), when(last.get("started")),
+                     format_duration(last.get("duration"))])
+    print(table(["JOB", "KIND", "SCHEDULE", "LAST", "WHEN", "TOOK"], rows))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from .model import format_duration
+
+    config = _load(args)
+    if args.job is not None:
+        config.job(args.job)  # a clear error for an unknown name
+    history = _open_history(config)
+    runs = history.runs(args.job, args.limit)
+    history.close()
+    if args.json:
+        _print_json({"runs": [r.as_json() for r in runs]})
+        return 0
+    rows = [[str(r.id), r.job, r.trigger, when(r.started), format_duration(r.duration),
+             str(r.outcome), (r.message or "")[:60]] for r in runs]
+    print(table(["RUN", "JOB", "TRIGGER", "STARTED", "TOOK", "OUTCOME", "MESSAGE"], rows))
+    return 0
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    config = _load(args)
+    history = _open_history(config)
+    run = history.run(args.run_id)
+    lines = list(history.log_lines(args.run_id))
+    steps = history.steps(args.run_id)
+    history.close()
+    if args.json:
+        _print_json({"run": run.as_json(), "steps": steps,
+                     "log": [{"ts": x.ts, "stream": x.stream, "line": x.line} for x in lines]})
+        return 0
+    print(f"run {run.id}: job {run.job} ({run.kind}, {run.trigger}) {run.outcome}")
+    for line in lines:
+        stamp = time.strftime("%H:%M:%S", time.localtime(line.ts))
+        marker = {"stderr": "!", "phobos": "#"}.get(line.stream, " ")
+        print(f"{stamp} {marker} {line.line}")
+    return 0
+
+
+def cmd_locks(args: argparse.Namespace) -> int:
+    from .locks import holders
+
+    config = _load(args)
+    found = holders(config.paths.run / "locks")
+    if args.json:
+        _print_json({"locks": [{"resource": h.resource, "job": h.job, "run_id": h.run_id,
+                                "pid": h.pid, "since": h.since,
+                                "mode": "write" if h.write else "read"} for h in found]})
+        return 0
+    if not found:
+        print("no locks held")
+        return 0
+    rows = [[h.resource, "write" if h.write else "read", h.job, str(h.run_id), str(h.pid),
+             when(h.since)] for h in found]
+    print(table(["RESOURCE", "MODE", "JOB", "RUN", "PID", "SINCE"], rows))
+    return 0
+
+
+def cmd_config_help(args: argparse.Namespace) -> int:  # pragma: no cover - argparse requires
+    return int(ExitCode.USAGE)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config = _load(args)
+    kinds: dict[str, int] = {}
+    for job in config.jobs.values():
+        kinds[str(job.kind)] = kinds.get(str(job.kind), 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no jobs"
+    print(f"{config.source}: ok ({summary}; {len(config.hosts)} hosts, "
+          f"{len(config.repos)} repos, {len(config.drives)} drives)")
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from .config import to_plain
+
+    config = _load(args)
+    plain = to_plain(config)
+    if args.json:
+        _print_json(plain)
+    else:
+        _print_toml_like(plain)
+    return 0
+
+
+def _print_toml_like(plain: dict[str, Any], prefix: str = "") -> None:
+    scalars = {k: v for k, v in plain.items() if not isinstance(v, dict)}
+    for key, value in scalars.items():
+        print(f"{key} = {json.dumps(value)}")
+    for key, value in plain.items():
+        if isinstance(value, dict):
+            print(f"\n[{prefix}{key}]")
+            _print_toml_like(value, f"{prefix}{key}.")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.dir)
