@@ -12,15 +12,18 @@ phobos that opens the history marks it interrupted (:meth:`History.recover`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
 import sqlite3
+import threading
 import time
-from collections.abc import Iterator, Sequence
+import typing
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import PhobosError, UsageError
 from .model import Outcome
@@ -66,6 +69,20 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     """,
 )
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _serialized(method: _F) -> _F:
+    """Run a History method under the instance's lock (threads share one instance)."""
+
+    @functools.wraps(method)
+    def wrapper(self: History, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return typing.cast(_F, wrapper)
+
 
 FLUSH_LINES = 200
 FLUSH_SECONDS = 0.5
@@ -128,7 +145,10 @@ class History:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+            # One connection may serve several threads of a run (parallel pulls);
+            # self._lock serializes them.
+            self.db = sqlite3.connect(path, timeout=30.0, isolation_level=None,
+                                      check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise PhobosError(f"cannot open the history database {path}: {exc}",
                               "check [paths] state in the config and its permissions"
@@ -136,6 +156,7 @@ class History:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self._migrate()
+        self._lock = threading.RLock()
         self._pending: list[tuple[int, int, float, str, str]] = []
         self._last_flush = time.monotonic()
         self._log_seq: dict[int, int] = {}
@@ -144,6 +165,7 @@ class History:
     def open(cls, state_dir: Path) -> History:
         return cls(state_dir / "history.sqlite")
 
+    @_serialized
     def close(self) -> None:
         self.flush()
         self.db.close()
@@ -168,6 +190,7 @@ class History:
 
     # --- writing ---------------------------------------------------------------------
 
+    @_serialized
     def start_run(self, *, job: str, kind: str, trigger: str) -> int:
         pid = os.getpid()
         cursor = self.db.execute(
@@ -178,9 +201,11 @@ class History:
         assert run_id is not None
         return run_id
 
+    @_serialized
     def set_child(self, run_id: int, pgid: int | None) -> None:
         self.db.execute("UPDATE runs SET child_pgid = ? WHERE id = ?", (pgid, run_id))
 
+    @_serialized
     def finish_run(self, run_id: int, *, outcome: Outcome, exit_code: int,
                    message: str | None, stats: dict[str, Any]) -> None:
         self.flush()
@@ -189,17 +214,20 @@ class History:
             "child_pgid = NULL WHERE id = ?",
             (time.time(), str(outcome), exit_code, message, json.dumps(stats), run_id))
 
+    @_serialized
     def start_step(self, run_id: int, seq: int, name: str, argv: Sequence[str]) -> None:
         self.db.execute("INSERT INTO steps (run_id, seq, name, argv, started) "
                         "VALUES (?, ?, ?, ?, ?)",
                         (run_id, seq, name, json.dumps(list(argv)), time.time()))
 
+    @_serialized
     def finish_step(self, run_id: int, seq: int, exit_code: int | None,
                     outcome: Outcome) -> None:
         self.db.execute("UPDATE steps SET ended = ?, exit_code = ?, outcome = ? "
                         "WHERE run_id = ? AND seq = ?",
                         (time.time(), exit_code, str(outcome), run_id, seq))
 
+    @_serialized
     def log(self, run_id: int, stream: str, line: str) -> None:
         """Queue one (already redacted) log line; written in batches."""
         seq = self._log_seq.get(run_id)
@@ -214,6 +242,7 @@ class History:
                 or time.monotonic() - self._last_flush >= FLUSH_SECONDS):
             self.flush()
 
+    @_serialized
     def flush(self) -> None:
         if self._pending:
             with self._transaction():

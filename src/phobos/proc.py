@@ -24,6 +24,7 @@ import re
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "HOME", "USER",
 SECRET_ENV = re.compile(r"PASSPHRASE|PASSWORD|PASSWD|SECRET|TOKEN|_KEY$", re.IGNORECASE)
 REDACTED = "********"
 KILL_GRACE_SECONDS = 10.0
+
+_live: set[subprocess.Popen[bytes]] = set()
+_live_lock = threading.Lock()
 
 LineSink = Callable[[str, str], None]
 """Receives (stream, line) for each output line: stream is "stdout" or "stderr"."""
@@ -171,6 +175,8 @@ def run(
     streams = _Streams(sink=sink, redact=redact, capture=capture, tail_lines=tail_lines)
     started = time.monotonic()
     proc = _spawn(argv, full_env, cwd, pass_fds, stdin_data is not None)
+    with _live_lock:
+        _live.add(proc)
     if on_start is not None:
         on_start(proc.pid)
     try:
@@ -186,6 +192,8 @@ def run(
         raise
     finally:
         streams.close()
+        with _live_lock:
+            _live.discard(proc)
     result = _classify(argv, proc.returncode, started, streams, set(ok_codes), set(warn_codes))
     if check and result.outcome is Outcome.FAILED:
         raise failure(result, explain)
@@ -197,6 +205,19 @@ def failure(result: Result, explain: Callable[[int], str] | None = None) -> Step
     return StepFailed(_failure_message(result, explain),
                       "see the whole output with `phobos log RUN_ID` "
                       "(run ids are in `phobos history`)")
+
+
+def terminate_all() -> None:
+    """Stop every child started by any thread of this process (used on interruption:
+    the signal reaches the main thread only, children of worker threads must stop too).
+    """
+    with _live_lock:
+        children = list(_live)
+    workers = [threading.Thread(target=_terminate_group, args=(child,)) for child in children]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
 
 
 def _refuse_secrets_in_argv(argv: Sequence[str], redact: Redactor) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -57,6 +58,7 @@ class RunContext:
         self._echo = echo
         self._deadline = deadline
         self._step_seq = 0
+        self._seq_lock = threading.Lock()
         self.redact = proc.Redactor()
 
     def log(self, line: str, stream: str = "phobos") -> None:
@@ -73,8 +75,9 @@ class RunContext:
 
     def run(self, step: Step) -> proc.Result:
         """Run one step; a failing exit code raises StepFailed naming the step."""
-        self._step_seq += 1
-        seq = self._step_seq
+        with self._seq_lock:  # steps may run in parallel threads
+            self._step_seq += 1
+            seq = self._step_seq
         self.redact.add(*step.secrets, *proc.secret_env_values(step.env))
         shown = [self.redact(a) for a in step.argv]
         self.history.start_step(self.run_id, seq, step.name, shown)
@@ -158,6 +161,7 @@ def _execute(ctx: RunContext,
             return Outcome.FAILED, ExitCode.FAILED, exc.message
         return Outcome.SKIPPED, ExitCode.SKIPPED, exc.message
     except Interrupted as exc:
+        proc.terminate_all()  # children of worker threads (parallel pulls)
         return Outcome.INTERRUPTED, ExitCode.INTERRUPTED, exc.message
     except PhobosError as exc:
         return Outcome.FAILED, ExitCode.FAILED, exc.message
