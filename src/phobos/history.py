@@ -37,6 +37,7 @@ MIGRATIONS: tuple[str, ...] = (
         kind TEXT NOT NULL,
         trigger TEXT NOT NULL,
         started REAL NOT NULL,
+        locked REAL,
         ended REAL,
         outcome TEXT NOT NULL,
         exit_code INTEGER,
@@ -95,6 +96,7 @@ class Run:
     kind: str
     trigger: str
     started: float
+    locked: float | None  # when the locks were held: work began (None: never got them)
     ended: float | None
     outcome: Outcome
     exit_code: int | None
@@ -107,7 +109,8 @@ class Run:
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "job": self.job, "kind": self.kind, "trigger": self.trigger,
-                "started": self.started, "ended": self.ended, "duration": self.duration,
+                "started": self.started, "locked": self.locked, "ended": self.ended,
+                "duration": self.duration,
                 "outcome": str(self.outcome), "exit_code": self.exit_code,
                 "message": self.message, "stats": self.stats}
 
@@ -119,13 +122,14 @@ class LogLine:
     line: str
 
 
-_RUN_COLUMNS = "id, job, kind, trigger, started, ended, outcome, exit_code, message, stats"
+_RUN_COLUMNS = ("id, job, kind, trigger, started, locked, ended, outcome, exit_code, message, "
+                "stats")
 
 
 def _run(row: Sequence[Any]) -> Run:
     return Run(id=row[0], job=row[1], kind=row[2], trigger=row[3], started=row[4],
-               ended=row[5], outcome=Outcome(row[6]), exit_code=row[7], message=row[8],
-               stats=json.loads(row[9]))
+               locked=row[5], ended=row[6], outcome=Outcome(row[7]), exit_code=row[8],
+               message=row[9], stats=json.loads(row[10]))
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -200,6 +204,11 @@ class History:
         run_id = cursor.lastrowid
         assert run_id is not None
         return run_id
+
+    @_serialized
+    def mark_locked(self, run_id: int) -> None:
+        """The run holds its locks: the work starts now (the rest was waiting)."""
+        self.db.execute("UPDATE runs SET locked = ? WHERE id = ?", (time.time(), run_id))
 
     @_serialized
     def set_child(self, run_id: int, pgid: int | None) -> None:
@@ -317,14 +326,6 @@ class History:
         return [{"seq": r[0], "name": r[1], "argv": json.loads(r[2]), "started": r[3],
                  "ended": r[4], "exit_code": r[5], "outcome": r[6]} for r in rows]
 
-    def overlapping(self, job_a: str, job_b: str) -> list[tuple[int, int]]:
-        """Pairs of run ids of two jobs whose run times overlap (for tests and checks)."""
-        rows = self.db.execute(
-            "SELECT a.id, b.id FROM runs a JOIN runs b ON a.job = ? AND b.job = ? "
-            "AND a.outcome NOT IN ('skipped', 'running') "
-            "AND b.outcome NOT IN ('skipped', 'running') "
-            "AND a.started < b.ended AND b.started < a.ended", (job_a, job_b))
-        return [(r[0], r[1]) for r in rows]
 
 
 class _Transaction:

@@ -153,6 +153,7 @@ def _execute(ctx: RunContext,
         with locked(ctx.config.paths.run / "locks", ctx.name, ctx.run_id,
                     job.resources(ctx.config), job.on_busy, job.busy_timeout,
                     on_wait=ctx.log) as held:
+            ctx.history.mark_locked(ctx.run_id)
             if held.held:
                 ctx.log("holding " + ", ".join(str(r) for r in held.held))
             execute(ctx)

@@ -220,7 +220,7 @@ def _process_start(pid: int) -> int | None:
     """Start time of live process ``pid`` in clock ticks since boot; None if gone or a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
+    except FileNotFoundError:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ")".
     rest = stat[stat.rindex(")") + 2:].split()
@@ -241,10 +241,10 @@ def _utcnow() -> datetime:
 class LedTracker:
     """The LED state of every job on this host, shared by all phobos processes via ``state_dir``.
 
-    Each event takes an exclusive ``flock`` on ``led.lock``, reads ``led.json``, drops runs whose
-    process died, applies the event, writes the file atomically and, still under the lock, shows
-    the new colour on ``driver`` (so the device always ends on the latest committed state, never
-    on an older one raced in by another process). Events return the new colour.
+    Each event takes an exclusive ``flock`` on ``led.lock``, reads ``led.json``, applies the
+    event, drops runs whose process died, writes the file atomically and, still under the lock,
+    shows the new colour on ``driver`` (so the device always ends on the latest committed state,
+    never on an older one raced in by another process). Events return the new colour.
 
     Driver errors (`LedUnavailable`) propagate *after* the event is recorded. Reading
     (`snapshot`, `current_state`) takes no lock: the file is only ever replaced whole.
@@ -311,7 +311,7 @@ class LedTracker:
 
     def _update(self, change: Callable[[LedBook], LedBook]) -> LedState:
         with self._locked():
-            book = change(_pruned(self._load(), self.alive))
+            book = _pruned(change(self._load()), self.alive)
             self._save(book)
             state, _ = _decide(book)
             if self.driver is not None:
@@ -562,9 +562,8 @@ def _is_blinkstick(uevent: Path) -> bool:
     for line in lines:
         key, _, value = line.partition("=")
         if key == "HID_ID":
-            parts = value.split(":")
-            return len(parts) == 3 and _hex(parts[1]) == BLINKSTICK_VENDOR \
-                and _hex(parts[2]) == BLINKSTICK_PRODUCT
+            ids = [_hex(part) for part in value.split(":")]
+            return ids[1:] == [BLINKSTICK_VENDOR, BLINKSTICK_PRODUCT]
     return False
 
 

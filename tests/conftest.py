@@ -1,0 +1,64 @@
+"""Shared test helpers: a sandboxed phobos config and a way to run the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Sandbox:
+    root: Path
+    config: Path
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    def write(self, body: str) -> Path:
+        """Write the config: a [paths] table into the sandbox plus ``body``."""
+        header = textwrap.dedent(f"""\
+            [paths]
+            state = "{self.root}/state"
+            run = "{self.root}/run"
+            log = "{self.root}/log"
+            keys = "{self.root}/keys"
+            """)
+        self.config.write_text(header + textwrap.dedent(body))
+        return self.config
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "phobos", "-c", str(self.config), *args]
+
+    def phobos(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run the real CLI in a new process; returns the completed process."""
+        return subprocess.run(self.argv(*args), capture_output=True, text=True,
+                              timeout=timeout, env=test_env())
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.argv(*args), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=test_env())
+
+
+def test_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{REPO / '.venv' / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
+    env.pop("PHOBOS_CONFIG", None)
+    return env
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Sandbox:
+    return Sandbox(root=tmp_path, config=tmp_path / "phobos.toml")
