@@ -102,7 +102,9 @@ class DriveConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LedConfig:
-    driver: str = setting("none", doc="`blinkstick`, `file`, `command` or `none`.")
+    driver: str = setting("none", doc="`blinkstick`, `file` or `none`.",
+                          check=lambda v: None if v in ("none", "blinkstick", "file") else
+                          f"{v!r} is not one of 'none', 'blinkstick', 'file'")
     index: int = setting(1, doc="BlinkStick LED index (the Nano's second LED is 1).")
     limit: int = setting(50, doc="Brightness limit 0-100, as the blinkstick CLI's --limit.")
     path: Path | None = setting(None, doc="State file for the `file` driver.")

@@ -9,11 +9,13 @@ and is recorded as an interrupted run. The returned report carries the exit code
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,9 +28,11 @@ from .errors import Busy, ExitCode, Interrupted, PhobosError, StepFailed
 from .history import History
 from .locks import locked
 from .model import BusyPolicy, Outcome, Trigger, format_duration
+from .notify.base import EventKind, Notifier, RunEvent, dispatch
 from .step import Step
 
 Echo = Callable[[str], None]
+LOG_TAIL_LINES = 40
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,8 +58,10 @@ class RunContext:
         self.trigger = trigger
         self.history = history
         self.stats: dict[str, Any] = {}
+        self.drive: str | None = None  # set by drive jobs: the drive now safe to remove
         self.warnings: list[str] = []
         self._echo = echo
+        self.tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         self._deadline = deadline
         self._step_seq = 0
         self._seq_lock = threading.Lock()
@@ -65,8 +71,13 @@ class RunContext:
         """A line into the run's log (redacted) and, if echoing, onto the terminal."""
         line = self.redact(line)
         self.history.log(self.run_id, stream, line)
+        self.tail.append(line)
         if self._echo is not None:
             self._echo(f"[{self.name}] {line}")
+
+    def warn_notifier(self, message: str) -> None:
+        """A notifier problem: logged, but it never changes the run's outcome."""
+        self.log(f"warning: {message}")
 
     def warn(self, message: str) -> None:
         """Record a warning: the run ends as `warning` unless it fails."""
@@ -129,19 +140,40 @@ def run_job(config: Config, name: str, trigger: Trigger, echo: Echo | None = Non
         deadline = None if job.timeout is None else time.monotonic() + job.timeout
         ctx = RunContext(config=config, name=name, job=job, run_id=run_id, trigger=trigger,
                          history=history, echo=echo, deadline=deadline)
+        notifiers = _notifiers(ctx)
         started = time.monotonic()
         with _signals_interrupt():
+            dispatch(notifiers, _event(ctx, EventKind.STARTED), warn=ctx.warn_notifier)
             outcome, code, message = _execute(ctx, module.execute)
             duration = time.monotonic() - started
+            message = ctx.redact(message) if message else None
             ctx.log(f"{outcome} after {format_duration(duration)}"
                     + (f": {message}" if message else ""))
-            history.finish_run(run_id, outcome=outcome, exit_code=int(code),
-                               message=ctx.redact(message) if message else None,
+            history.finish_run(run_id, outcome=outcome, exit_code=int(code), message=message,
                                stats=ctx.stats)
+            dispatch(notifiers, _event(ctx, EventKind.FINISHED, outcome=outcome,
+                                       message=message, duration=duration),
+                     warn=ctx.warn_notifier)
     finally:
         history.close()
     return RunReport(run_id=run_id, job=name, outcome=outcome, exit_code=code,
                      message=message, duration=duration)
+
+
+def _notifiers(ctx: RunContext) -> list[Notifier]:
+    from .notify.setup import build_notifiers
+
+    try:
+        return build_notifiers(ctx.config)
+    except PhobosError as exc:  # a broken notifier setup must not stop the backup
+        ctx.warn_notifier(f"notifiers unavailable: {exc}")
+        return []
+
+
+def _event(ctx: RunContext, kind: EventKind, **details: Any) -> RunEvent:
+    return RunEvent(kind=kind, job=ctx.name, job_kind=str(ctx.job.kind), run_id=ctx.run_id,
+                    trigger=str(ctx.trigger), log_tail=tuple(ctx.tail), pid=os.getpid(),
+                    drive=ctx.drive, **details)
 
 
 def _execute(ctx: RunContext,
