@@ -8,6 +8,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log(verbs)
     _add_locks(verbs)
     _add_config(verbs)
+    _add_schedule(verbs)
     _add_demo(verbs)
     return parser
 
@@ -98,6 +100,14 @@ def _add_config(verbs: Any) -> None:
         "show", help="the validated config with defaults, secrets masked")
     show.set_defaults(handler=cmd_config_show)
     _json_flag(show)
+
+
+def _add_schedule(verbs: Any) -> None:
+    sub = _verb(verbs, "schedule", "when jobs run, how long they take, where they would "
+                "overlap", cmd_schedule)
+    sub.add_argument("--days", type=_positive_int, default=1, help="window length (default 1)")
+    sub.add_argument("--svg", type=Path, metavar="FILE", help="also write the picture as SVG")
+    _json_flag(sub)
 
 
 def _add_demo(verbs: Any) -> None:
@@ -172,29 +182,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     return int(report.exit_code)
 
 
+def status_entries(config: Any, history: Any, now: datetime) -> list[dict[str, Any]]:
+    """Per job: last run, next run, overdue — the data behind `phobos status`."""
+    from .schedule import job_timing, typical_duration
+
+    latest = history.latest_per_job()
+    successes = history.last_success_per_job()
+    firsts = history.first_runs()
+    entries = []
+    for name, job in sorted(config.jobs.items()):
+        run = latest.get(name)
+        timing = job_timing(job, now, successes.get(name), firsts.get(name),
+                            typical_duration(history, name, job))
+        entries.append({"job": name, "kind": str(job.kind), "schedule": job.schedule,
+                        "last": None if run is None else run.as_json(),
+                        **timing.as_json()})
+    return entries
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from .model import format_duration
 
     config = _load(args)
     history = _open_history(config)
-    latest = history.latest_per_job()
+    entries = status_entries(config, history, datetime.now().astimezone())
     history.close()
-    entries = []
-    for name, job in sorted(config.jobs.items()):
-        run = latest.get(name)
-        entries.append({
-            "job": name, "kind": str(job.kind), "schedule": job.schedule,
-            "last": None if run is None else run.as_json()})
     if args.json:
         _print_json({"jobs": entries})
         return 0
     rows = []
     for entry in entries:
         last = entry["last"] or {}
-        rows.append([entry["job"], entry["kind"], entry["schedule"] or "-",
-                     last.get("outcome", "never run"), when(last.get("started")),
-                     format_duration(last.get("duration"))])
-    print(table(["JOB", "KIND", "SCHEDULE", "LAST", "WHEN", "TOOK"], rows))
+        outcome = last.get("outcome", "never run")
+        rows.append([entry["job"], entry["kind"], outcome + (" (OVERDUE)" if entry["overdue"]
+                                                             else ""),
+                     when(last.get("started")), format_duration(last.get("duration")),
+                     when(entry["next_run"]) if entry["schedule"] else "on trigger"])
+    print(table(["JOB", "KIND", "LAST", "WHEN", "TOOK", "NEXT"], rows))
     return 0
 
 
@@ -289,6 +313,24 @@ def _print_toml_like(plain: dict[str, Any], prefix: str = "") -> None:
         if isinstance(value, dict):
             print(f"\n[{prefix}{key}]")
             _print_toml_like(value, f"{prefix}{key}.")
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from .schedule import plan_window
+    from .timeline import plan_json, render_svg, render_text
+
+    config = _load(args)
+    history = _open_history(config)
+    start = datetime.now().astimezone().replace(minute=0, second=0, microsecond=0)
+    plan = plan_window(config, history, start, start + timedelta(days=args.days))
+    history.close()
+    if args.svg is not None:
+        args.svg.write_text(render_svg(plan, config))
+    if args.json:
+        _print_json(plan_json(plan))
+    else:
+        print(render_text(plan, config), end="")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

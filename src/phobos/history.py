@@ -314,6 +314,19 @@ class History:
                                "('success', 'warning') GROUP BY job)")
         return {run.job: run for run in map(_run, rows)}
 
+    def work_durations(self, job: str, limit: int) -> list[float]:
+        """Seconds of work (locks held to end) of the job's latest successful runs."""
+        rows = self.db.execute(
+            "SELECT ended - COALESCE(locked, started) FROM runs WHERE job = ? AND "
+            "outcome IN ('success', 'warning') AND ended IS NOT NULL "
+            "ORDER BY id DESC LIMIT ?", (job, limit))
+        return [float(r[0]) for r in rows]
+
+    def first_runs(self) -> dict[str, Run]:
+        rows = self.db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN "
+                               "(SELECT MIN(id) FROM runs GROUP BY job)")
+        return {run.job: run for run in map(_run, rows)}
+
     def log_lines(self, run_id: int) -> Iterator[LogLine]:
         rows = self.db.execute("SELECT ts, stream, line FROM log WHERE run_id = ? "
                                "ORDER BY seq", (run_id,))
