@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_locks(verbs)
     _add_config(verbs)
     _add_schedule(verbs)
+    _add_overdue(verbs)
     _add_demo(verbs)
     return parser
 
@@ -107,6 +108,14 @@ def _add_schedule(verbs: Any) -> None:
                 "overlap", cmd_schedule)
     sub.add_argument("--days", type=_positive_int, default=1, help="window length (default 1)")
     sub.add_argument("--svg", type=Path, metavar="FILE", help="also write the picture as SVG")
+    _json_flag(sub)
+
+
+def _add_overdue(verbs: Any) -> None:
+    sub = _verb(verbs, "overdue", "scheduled jobs that missed their slot (exit 1 if any)",
+                cmd_overdue)
+    sub.add_argument("--notify", action="store_true",
+                     help="tell the notifiers, once per episode (for an hourly timer)")
     _json_flag(sub)
 
 
@@ -331,6 +340,29 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     else:
         print(render_text(plan, config), end="")
     return 0
+
+
+def cmd_overdue(args: argparse.Namespace) -> int:
+    from .overdue import notify_new_episodes, overdue_jobs
+
+    config = _load(args)
+    history = _open_history(config)
+    found = overdue_jobs(config, history, datetime.now().astimezone())
+    history.close()
+    notified: list[str] = []
+    if args.notify:
+        notified = notify_new_episodes(
+            config, found, warn=lambda text: print(f"phobos: warning: {text}", file=sys.stderr))
+    if args.json:
+        _print_json({"overdue": [{"job": n, "due_since": d, "notified": n in notified}
+                                 for n, d in sorted(found.items())]})
+    elif not found:
+        print("nothing overdue")
+    for name, due in sorted(found.items()):
+        if not args.json:
+            print(f"{name}: overdue since {when(due)}"
+                  + (" (notified)" if name in notified else ""))
+    return 1 if found else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

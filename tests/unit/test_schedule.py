@@ -184,3 +184,23 @@ def test_status_and_schedule_cli(setup: tuple[Config, History],
     data = json.loads(capsys.readouterr().out)
     assert sum(1 for s in data["slots"] if s["job"] == "nightly") == 7
     assert svg.read_text().startswith("<svg")
+
+
+def test_overdue_notifies_once_per_episode(setup: tuple[Config, History]) -> None:
+    from phobos.overdue import notify_new_episodes, overdue_jobs
+
+    config, history = setup
+    warnings: list[str] = []
+    add_run(history, "nightly", (SUNDAY + timedelta(hours=3)).timestamp(), 600)
+    tuesday = SUNDAY + timedelta(days=2, hours=12)
+    found = overdue_jobs(config, history, tuesday)
+    assert found == {"nightly": (SUNDAY + timedelta(days=1, hours=3)).timestamp()}
+    assert notify_new_episodes(config, found, warnings.append) == ["nightly"]
+    assert notify_new_episodes(config, found, warnings.append) == []  # same episode
+    add_run(history, "nightly", (tuesday - timedelta(hours=1)).timestamp(), 60)
+    assert overdue_jobs(config, history, tuesday) == {}
+    assert notify_new_episodes(config, {}, warnings.append) == []
+    later = tuesday + timedelta(days=2)
+    again = overdue_jobs(config, history, later)
+    assert notify_new_episodes(config, again, warnings.append) == ["nightly"]
+    assert warnings == []

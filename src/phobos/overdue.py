@@ -1,0 +1,75 @@
+"""Overdue detection with one notification per episode.
+
+A job is overdue when it missed its slot (see :func:`phobos.schedule.job_timing`).
+``phobos overdue --notify`` (run hourly by a timer or the daemon) sends an OVERDUE
+event to the notifiers once per *episode*: the episode is identified by the missed
+elapse, recorded in ``overdue.json`` in the state directory, and ends when the job
+succeeds again (it is then no longer overdue and its record is dropped).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from .config import Config
+from .history import History
+from .notify.base import EventKind, RunEvent, dispatch
+
+
+def overdue_jobs(config: Config, history: History, now: datetime) -> dict[str, float]:
+    """Job name -> timestamp of the missed elapse, for every overdue job."""
+    from .schedule import job_timing, typical_duration
+
+    successes = history.last_success_per_job()
+    firsts = history.first_runs()
+    found = {}
+    for name, job in config.jobs.items():
+        timing = job_timing(job, now, successes.get(name), firsts.get(name),
+                            typical_duration(history, name, job))
+        if timing.overdue and timing.due_since is not None:
+            found[name] = timing.due_since.timestamp()
+    return found
+
+
+def _load(path: Path) -> dict[str, float]:
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return {str(k): float(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _save(path: Path, data: dict[str, float]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def notify_new_episodes(config: Config, overdue: dict[str, float],
+                        warn: Callable[[str], None]) -> list[str]:
+    """Send OVERDUE for jobs newly overdue since the last call; returns their names."""
+    from .notify.setup import build_notifiers
+
+    path = config.paths.state / "overdue.json"
+    known = _load(path)
+    fresh = [name for name, due in sorted(overdue.items()) if known.get(name) != due]
+    if fresh:
+        notifiers = build_notifiers(config)
+        for name in fresh:
+            due = datetime.fromtimestamp(overdue[name]).astimezone()
+            dispatch(notifiers, _event(config, name, due), warn)
+    _save(path, dict(overdue))  # episodes that ended are forgotten
+    return fresh
+
+
+def _event(config: Config, name: str, due: datetime) -> RunEvent:
+    job = config.jobs[name]
+    return RunEvent(kind=EventKind.OVERDUE, job=name, job_kind=str(job.kind), run_id=None,
+                    trigger="overdue",
+                    message=f"{name} should have run at {due:%Y-%m-%d %H:%M} "
+                    f"(schedule {job.schedule}) and has not succeeded since")
+
