@@ -45,14 +45,14 @@ class Sandbox:
     def phobos(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run the real CLI in a new process; returns the completed process."""
         return subprocess.run(self.argv(*args), capture_output=True, text=True,
-                              timeout=timeout, env=test_env())
+                              timeout=timeout, env=phobos_env())
 
     def start(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(self.argv(*args), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=test_env())
+                                stderr=subprocess.PIPE, text=True, env=phobos_env())
 
 
-def test_env() -> dict[str, str]:
+def phobos_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{REPO / '.venv' / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
     env.pop("PHOBOS_CONFIG", None)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, cli_host
 from .errors import ExitCode
 
 Handler = Callable[[argparse.Namespace], int]
@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(verbs)
     _add_schedule(verbs)
     _add_overdue(verbs)
+    _add_daemon(verbs)
     _add_demo(verbs)
+    cli_host.register(verbs)
     return parser
 
 
@@ -117,6 +119,11 @@ def _add_overdue(verbs: Any) -> None:
     sub.add_argument("--notify", action="store_true",
                      help="tell the notifiers, once per episode (for an hourly timer)")
     _json_flag(sub)
+
+
+def _add_daemon(verbs: Any) -> None:
+    _verb(verbs, "daemon", "run jobs on schedule and watch for drives (without systemd)",
+          cmd_daemon)
 
 
 def _add_demo(verbs: Any) -> None:
@@ -363,6 +370,14 @@ def cmd_overdue(args: argparse.Namespace) -> int:
             print(f"{name}: overdue since {when(due)}"
                   + (" (notified)" if name in notified else ""))
     return 1 if found else 0
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from .config import config_path
+    from .daemon import run_daemon
+
+    config = _load(args)
+    return run_daemon(config, config_path(args.config).resolve())
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -220,6 +220,58 @@ def terminate_all() -> None:
         worker.join()
 
 
+class Child:
+    """A long-running child started by :func:`start` (the daemon's job runs).
+
+    Its output is streamed to the sink by a background thread; :meth:`stop` sends
+    SIGTERM to its process group, then SIGKILL after the grace period, and reaps it.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], streams: _Streams) -> None:
+        self._popen = popen
+        self._pump = threading.Thread(target=self._drain, args=(streams,), daemon=True)
+        self._pump.start()
+
+    def _drain(self, streams: _Streams) -> None:
+        try:
+            _pump(self._popen, streams, None, None)
+        finally:
+            streams.close()
+            with _live_lock:
+                _live.discard(self._popen)
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    def poll(self) -> int | None:
+        """The exit code once the child has exited and its output is drained."""
+        if self._pump.is_alive():
+            return None
+        return self._popen.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self._pump.join(timeout)
+        return self.poll()
+
+    def stop(self) -> int | None:
+        """Ask the child to stop (it records itself as interrupted), wait, reap."""
+        _terminate_group(self._popen)
+        return self.wait(5)
+
+
+def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+          sink: LineSink | None = None) -> Child:
+    """Start ``argv`` without waiting; see :class:`Child`. Same environment rules as run."""
+    redact = Redactor(secret_env_values(env or {}))
+    _refuse_secrets_in_argv(argv, redact)
+    streams = _Streams(sink=sink, redact=redact, capture=False, tail_lines=40)
+    popen = _spawn(argv, child_env(env), None, (), False)
+    with _live_lock:
+        _live.add(popen)
+    return Child(popen, streams)
+
+
 def _refuse_secrets_in_argv(argv: Sequence[str], redact: Redactor) -> None:
     if any(redact.found_in(arg) for arg in argv):
         raise SecretLeak(f"refusing to run {argv[0]}: a secret would appear in its argv",
