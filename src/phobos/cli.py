@@ -103,6 +103,9 @@ def _add_config(verbs: Any) -> None:
         "show", help="the validated config with defaults, secrets masked")
     show.set_defaults(handler=cmd_config_show)
     _json_flag(show)
+    reference: argparse.ArgumentParser = actions.add_parser(
+        "reference", help="every config key with type, default and meaning (Markdown)")
+    reference.set_defaults(handler=cmd_config_reference)
 
 
 def _add_schedule(verbs: Any) -> None:
@@ -318,6 +321,13 @@ def cmd_config_show(args: argparse.Namespace) -> int:
         _print_json(plain)
     else:
         _print_toml_like(plain)
+    return 0
+
+
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    from .reference import render
+
+    print(render(), end="")
     return 0
 
 
