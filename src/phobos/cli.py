@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from . import __version__, cli_host
+from . import __version__
 from .errors import ExitCode
 
 Handler = Callable[[argparse.Namespace], int]
@@ -46,7 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overdue(verbs)
     _add_daemon(verbs)
     _add_demo(verbs)
-    cli_host.register(verbs)
     return parser
 
 
