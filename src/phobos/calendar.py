@@ -1,16 +1,14 @@
 """systemd ``OnCalendar=`` expressions: parsing, normalization and next elapse.
 
-phobos shows when systemd will start each job, so this module reproduces systemd 252 as
-shipped in Debian 12 (252.39, ``src/shared/calendarspec.c``) on glibc exactly, quirks
-included: the verdict on every expression, the normalized form and every elapse agree with
-``systemd-analyze calendar``. The elapse search is a port of systemd's ``find_next()``, which
-steers by ``mktime()`` normalization, so glibc's ``mktime()`` is emulated on top of
-:mod:`zoneinfo` (:class:`_Clock`): its choices in DST gaps and folds decide systemd's answers.
+phobos shows when systemd will start each job, so this module reproduces systemd 252.39
+(Debian 12) on glibc exactly, quirks included: verdict, normalized form and every elapse agree
+with ``systemd-analyze calendar``. The elapse search ports systemd's ``find_next()``, which
+steers by ``mktime()`` normalization, so glibc's ``mktime()`` is emulated over :mod:`zoneinfo`
+(:class:`_Clock`): its choices in DST gaps and folds decide systemd's answers there.
 
-Known limit: systemd matches a trailing abbreviation of the *local* zone (``CET``, ``EDT``)
-against glibc's ``tzname``, which glibc rewrites as a side effect of conversions; here the
-names come from the zone's current rules (:func:`zone_abbreviations`), which is what glibc
-reports for zones that still observe DST.
+Known limit: a trailing abbreviation of the *local* zone (``CET``) is matched against glibc's
+``tzname``, which glibc rewrites as a side effect of conversions; here the names come from the
+zone's current rules (:func:`zone_abbreviations`), as glibc has them for zones with DST.
 """
 
 from __future__ import annotations
@@ -250,6 +248,9 @@ def parse_calendar(text: str, *, local_tz: tzinfo | None = None) -> CalendarSpec
     if not body:
         raise _fail(text, "no date or time given")
     shorthand = _SHORTHANDS.get(_ascii_lower(body))
+    if _ascii_lower(body) in ("now", "today", "tomorrow", "yesterday"):
+        raise CalendarError(f"invalid calendar specification {text!r}: a point in time, "
+                            "not a recurring calendar event", "use e.g. 'daily' or '*-*-* 03:00'")
     if shorthand is None:
         _Parser(text, body, draft).parse()
     for name, values in (shorthand or {}).items():
@@ -347,10 +348,8 @@ class _Parser:
             raise self.fail("expected a weekday name")
 
     def date(self) -> bool:
-        """``[Y-]M-D`` (``~`` before the day counts from the month's end) or ``@SECONDS``.
-
-        Returns True if that already fixed the time of day too.
-        """
+        """``[Y-]M-D`` (``~``: days from the month's end) or ``@SECONDS``; True if that
+        fixed the time of day too."""
         if not self.peek():
             return False
         if self.peek() == "@":
@@ -918,14 +917,15 @@ def format_like_systemd_analyze(text: str, iterations: int, base: datetime, loca
     now = now if now is not None else datetime.now(UTC)
     rows = [] if spec.normalized == text else [("Original form:", text)]
     rows.append(("Normalized form:", spec.normalized))
-    for index, found in enumerate(spec.iter_elapses(base, iterations)):
+    elapses = list(spec.iter_elapses(base, iterations))
+    if iterations > 0 and not elapses:
+        rows.append(("Next elapse:", "never"))
+    for index, found in enumerate(elapses):
         rows.append(("Next elapse:" if index == 0 else f"Iter. #{index + 1}:",
                      format_timestamp(found, local_tz)))
         if not _zone_is_utc(local_tz):
             rows.append(("(in UTC):", format_timestamp(found, UTC)))
         rows.append(("From now:", format_timestamp_relative(found, now)))
-    if iterations > 0 and len(rows) <= 2:
-        rows.append(("Next elapse:", "never"))
     width = max(len(label) for label, _ in rows)
     # systemd's table printer drops trailing whitespace (an original form like "Mon ").
     return "".join(f"{label:>{width}} {value}".rstrip(" \t\n\r") + "\n" for label, value in rows)
