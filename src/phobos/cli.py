@@ -8,7 +8,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_schedule(verbs)
     _add_overdue(verbs)
     _add_daemon(verbs)
+    _add_calendar(verbs)
     _add_demo(verbs)
     return parser
 
@@ -126,6 +127,16 @@ def _add_overdue(verbs: Any) -> None:
 def _add_daemon(verbs: Any) -> None:
     _verb(verbs, "daemon", "run jobs on schedule and watch for drives (without systemd)",
           cmd_daemon)
+
+
+def _add_calendar(verbs: Any) -> None:
+    sub = _verb(verbs, "calendar", "normalize an OnCalendar expression and show its next "
+                "elapses, laid out like `systemd-analyze calendar`", cmd_calendar)
+    sub.add_argument("expression", nargs="+", help="e.g. 'Sun *-*-* 07:00'")
+    sub.add_argument("--iterations", type=_positive_int, default=1,
+                     help="how many elapses to show (default 1)")
+    sub.add_argument("--base-time", metavar="TIME",
+                     help="compute from this time ('YYYY-MM-DD HH:MM:SS [UTC]'), not now")
 
 
 def _add_demo(verbs: Any) -> None:
@@ -387,6 +398,41 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
     config = _load(args)
     return run_daemon(config, config_path(args.config).resolve())
+
+
+def cmd_calendar(args: argparse.Namespace) -> int:
+    from .calendar import CalendarError, format_like_systemd_analyze, system_timezone
+    from .errors import UsageError
+
+    zone = system_timezone()
+    base = _parse_base_time(args.base_time, zone)
+    failed = False
+    for index, text in enumerate(args.expression):
+        if index:
+            print()
+        try:
+            print(format_like_systemd_analyze(text, args.iterations, base, zone), end="")
+        except CalendarError as exc:
+            print(f"phobos: {text!r}: {exc.message}", file=sys.stderr)
+            failed = True
+    if failed:
+        raise UsageError("not every expression is valid (systemd would refuse the same)")
+    return 0
+
+
+def _parse_base_time(text: str | None, zone: Any) -> datetime:
+    from .errors import UsageError
+
+    if text is None:
+        return datetime.now(zone)
+    value, utc, _ = text.strip().partition(" UTC")
+    for layout in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+        try:
+            moment = datetime.strptime(value.strip(), layout)
+        except ValueError:
+            continue
+        return moment.replace(tzinfo=UTC if utc else zone)
+    raise UsageError(f"--base-time {text!r}: use 'YYYY-MM-DD HH:MM:SS', optionally + ' UTC'")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -34,6 +34,17 @@ def _name_problem(name: str) -> str | None:
             "starting with a letter or digit")
 
 
+def _calendar_problem(text: str) -> str | None:
+    """systemd's verdict on an OnCalendar expression, as a config problem."""
+    from .calendar import CalendarError, parse_calendar
+
+    try:
+        parse_calendar(text)
+    except CalendarError as exc:
+        return f"not a valid systemd calendar expression: {exc.message}"
+    return None
+
+
 def _positive(value: float) -> str | None:
     return None if value > 0 else "must be greater than zero"
 
@@ -145,7 +156,7 @@ class JobBase:
     description: str = setting("", doc="One line shown in status and units.")
     schedule: str | None = setting(None, doc="systemd OnCalendar expression, e.g. "
                                    "`\"*-*-* 03:00\"`. Without it the job runs only when "
-                                   "triggered.")
+                                   "triggered.", check=_calendar_problem)
     on_busy: BusyPolicy = setting(BusyPolicy.WAIT, doc="When a resource is held: `wait`, "
                                   "`skip` (recorded as skipped) or `fail`.")
     busy_timeout: Duration = setting(Duration(6 * 3600.0), check=_positive,

@@ -181,3 +181,25 @@ def test_bad_cli_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["history", "--limit", "zero"])
     assert exc.value.code == 2
     assert "'zero' is not a whole number" in capsys.readouterr().err
+
+
+def test_bad_schedule_gets_systemds_verdict(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "phobos.toml"
+    config.write_text(HEADER + '[jobs.a]\nkind = "command"\nargv = ["true"]\n'
+                      'schedule = "Sun 25:00"\n')
+    assert main(["-c", str(config), "config", "check"]) == 2
+    err = capsys.readouterr().err
+    assert (f"{config}:7: jobs.a.schedule: not a valid systemd calendar expression: "
+            "invalid calendar specification 'Sun 25:00': hour 25 is outside 0..23") in err
+
+
+def test_calendar_verb_matches_systemd_layout(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["calendar", "Sun *-*-* 07:00", "--iterations", "2",
+                 "--base-time", "2026-01-05 02:00:00 UTC"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:4] == ["  Original form: Sun *-*-* 07:00",
+                         "Normalized form: Sun *-*-* 07:00:00",
+                         "    Next elapse: Sun 2026-01-11 07:00:00 UTC",
+                         lines[3]]
+    assert lines[4] == "       Iter. #2: Sun 2026-01-18 07:00:00 UTC"
