@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, cli_host
 from .errors import ExitCode
 
 Handler = Callable[[argparse.Namespace], int]
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_daemon(verbs)
     _add_calendar(verbs)
     _add_demo(verbs)
+    cli_host.register(verbs)
     return parser
 
 

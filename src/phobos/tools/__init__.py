@@ -1,0 +1,1 @@
+"""Thin argv builders and output parsers, one module per external tool."""

@@ -1,0 +1,252 @@
+"""rsync: the pull argv (pure), ``--stats`` parsing, exit codes, and what the
+target filesystem supports.
+
+A pull is ``rsync --archive --relative`` of the host's paths into its holding folder:
+the holding tree mirrors the host's absolute paths (``holding/luv/etc/...``) whether or
+not the host's key is restricted with rrsync. It updates the previous copy in place,
+in two passes:
+
+1. :func:`pull_argv` transfers, deleting nothing. Each file is replaced only once its
+   new version is complete (rsync's temporary file and rename); an interrupted file
+   resumes from ``--partial-dir`` next time.
+2. :func:`prune_argv`, run only after the transfer succeeded, deletes what the host
+   no longer has (``--delete --existing --ignore-existing``: nothing is transferred).
+
+Two passes because rsync deletes even when part of the transfer failed (a missing
+source path gives exit 23 *and* deletions elsewhere): the previous copy must never lose
+a file in a failed pull.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+PARTIAL_DIR = ".phobos-partial"
+WARN_CODES = (24,)
+
+EXIT_CODES: dict[int, str] = {
+    1: "syntax or usage error: check rsync_options and excludes",
+    2: "protocol incompatibility between the two rsync versions",
+    3: "errors selecting input/output files or directories",
+    4: "an action is not supported by one side (an option the remote rsync lacks, "
+       "or ACLs/xattrs it cannot handle)",
+    5: "error starting the client-server protocol",
+    6: "the daemon cannot append to its log file",
+    10: "error in socket I/O: the connection broke",
+    11: "error in file I/O: a file could not be written (holding area full or read-only?)",
+    12: "the connection closed early: the remote side refused (rrsync: a missing path or "
+        "one outside its root, or a write with a read-only key), rsync is missing on the "
+        "host, or the link broke",
+    13: "errors with program diagnostics",
+    14: "error in IPC code",
+    20: "rsync received SIGUSR1 or SIGINT",
+    21: "some error returned by waitpid()",
+    22: "error allocating core memory buffers",
+    23: "partial transfer: some files or paths could not be read or written (a missing "
+        "remote path? permission denied?); nothing was deleted",
+    24: "some files vanished during the transfer: normal on a live system",
+    25: "the --max-delete limit stopped deletions",
+    30: "timeout in data send/receive",
+    35: "timeout waiting for daemon connection",
+    127: "rsync was not found",
+    255: "ssh failed: the host is unreachable, its host key is not the pinned one, or "
+         "it refused the login",
+}
+
+
+def explain(code: int) -> str:
+    """What rsync's (or ssh's) exit ``code`` means, for error messages."""
+    if code < 0:
+        return "stopped by a signal"
+    return EXIT_CODES.get(code, "an exit code rsync does not document")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pull:
+    """One rsync invocation pulling ``sources`` (paths as the remote rsync sees
+    them) from ``login`` into ``dest``."""
+
+    login: str
+    rsh: str
+    sources: tuple[str, ...]
+    dest: Path
+    exclude: tuple[str, ...] = ()
+    bwlimit: str | None = None
+    acls: bool = True
+    xattrs: bool = True
+    extra: tuple[str, ...] = ()
+
+
+def pull_argv(pull: Pull) -> tuple[str, ...]:
+    """The transfer pass for ``pull`` (pure): everything but deletions."""
+    argv = ["rsync", "--archive", "--relative", "--numeric-ids", "--hard-links"]
+    if pull.acls:
+        argv.append("--acls")
+    if pull.xattrs:
+        argv.append("--xattrs")
+    argv += ["--partial", f"--partial-dir={PARTIAL_DIR}", "--stats", "--no-human-readable"]
+    argv += [f"--exclude={pattern}" for pattern in pull.exclude]
+    if pull.bwlimit:
+        argv.append(f"--bwlimit={pull.bwlimit}")
+    return (*argv, *_ends(pull))
+
+
+def prune_argv(pull: Pull) -> tuple[str, ...]:
+    """The deletion pass for ``pull`` (pure): removes files the host no longer has,
+    transfers nothing. Excluded files are kept, as rsync does without
+    --delete-excluded."""
+    argv = ["rsync", "--archive", "--relative", "--delete", "--existing",
+            "--ignore-existing", "--stats", "--no-human-readable"]
+    argv += [f"--exclude={pattern}" for pattern in pull.exclude]
+    return (*argv, *_ends(pull))
+
+
+def _ends(pull: Pull) -> tuple[str, ...]:
+    """Extra options, the ssh command, sources and destination: the same in both passes."""
+    sources = (f"{pull.login}:{source}" for source in pull.sources)
+    return (*pull.extra, "-e", pull.rsh, *sources, f"{pull.dest}/")
+
+
+def list_argv(login: str, rsh: str, source: str) -> tuple[str, ...]:
+    """List one remote path without transferring it (does it exist, can we read it?)."""
+    return ("rsync", "--list-only", "--dirs", "-e", rsh, f"{login}:{source}")
+
+
+def write_probe_argv(login: str, rsh: str, empty_dir: Path, target: str) -> tuple[str, ...]:
+    """A dry-run push: a read-only (rrsync -ro) key must refuse it. Writes nothing."""
+    return ("rsync", "--dry-run", "--recursive", "-e", rsh, f"{empty_dir}/",
+            f"{login}:{target}")
+
+
+def remote_sources(paths: Sequence[str], rrsync_root: str | None) -> tuple[tuple[str, ...],
+                                                                           str]:
+    """The remote arguments for ``paths`` and the folder (relative to the host's holding
+    folder) they land in, so that holding always mirrors the host's absolute paths.
+
+    Without rrsync the paths go as they are. rrsync makes paths relative to its root, so
+    ``/srv/data`` under root ``/srv`` is sent as ``data`` and lands below ``srv/``.
+    Raises ValueError for a path outside the root (the config check reports it first).
+    """
+    clean = tuple(_strip(p) for p in paths)
+    if rrsync_root is None:
+        return clean, ""
+    root = PurePosixPath(_strip(rrsync_root))
+    relative = []
+    for path in clean:
+        pure = PurePosixPath(path)
+        if pure != root and root not in pure.parents:
+            raise ValueError(f"{path!r} is outside rrsync_root {str(root)!r}")
+        relative.append(str(pure.relative_to(root)))
+    return tuple(relative), str(root).lstrip("/")
+
+
+def _strip(path: str) -> str:
+    return path.rstrip("/") or "/"
+
+
+# --- --stats ---------------------------------------------------------------------------
+
+_STATS = {
+    "files": "Number of files",
+    "files_created": "Number of created files",
+    "files_deleted": "Number of deleted files",
+    "files_transferred": "Number of regular files transferred",
+    "bytes_total": "Total file size",
+    "bytes_transferred": "Total transferred file size",
+    "bytes_sent": "Total bytes sent",
+    "bytes_received": "Total bytes received",
+}
+_STAT_LINE = re.compile(r"^(?P<label>[A-Za-z ]+): (?P<number>[\d,.']+)")
+
+
+def parse_stats(lines: Iterable[str]) -> dict[str, int]:
+    """Numbers from rsync's ``--stats`` block; keys of :data:`_STATS` that were found.
+
+    ``bytes_total`` is the size of everything pulled, ``bytes_transferred`` the size of
+    the files that changed, ``bytes_received`` what crossed the wire.
+    """
+    by_label = {label: key for key, label in _STATS.items()}
+    stats: dict[str, int] = {}
+    for line in lines:
+        match = _STAT_LINE.match(line.strip())
+        if match and match.group("label") in by_label:
+            digits = re.sub(r"[,.']", "", match.group("number"))
+            stats[by_label[match.group("label")]] = int(digits)
+    return stats
+
+
+# --- what the holding filesystem supports ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """Whether a filesystem stores POSIX ACLs and extended attributes."""
+
+    acls: bool
+    xattrs: bool
+
+
+_features: dict[int, Features] = {}
+_features_lock = threading.Lock()
+_UNSUPPORTED = {errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
+def probe_writable(directory: Path) -> Path:
+    """Create (and leave for the caller to remove) an empty file in ``directory``:
+    proves it writable. Raises OSError otherwise."""
+    fd, name = tempfile.mkstemp(prefix=".phobos-probe-", dir=directory)
+    os.close(fd)
+    return Path(name)
+
+
+def target_features(directory: Path) -> Features:
+    """ACL and xattr support where ``directory`` lives.
+
+    Proves ``directory`` writable on every call (with a temporary file; OSError if
+    not); the features themselves are probed once per filesystem.
+    """
+    probe = probe_writable(directory)
+    try:
+        device = probe.stat().st_dev
+        with _features_lock:
+            found = _features.get(device)
+        if found is None:
+            found = Features(acls=_has_acls(probe), xattrs=_has_xattrs(probe))
+            with _features_lock:
+                _features[device] = found
+        return found
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            probe.unlink()
+
+
+def _has_xattrs(probe: Path) -> bool:
+    try:
+        os.setxattr(probe, "user.phobos-probe", b"1")
+    except OSError as exc:
+        if exc.errno in _UNSUPPORTED:
+            return False
+        raise
+    return True
+
+
+def _has_acls(probe: Path) -> bool:
+    # Reading the access ACL of a file without one gives ENODATA where ACLs exist and
+    # EOPNOTSUPP where the filesystem has none; nothing is changed.
+    try:
+        os.getxattr(probe, "system.posix_acl_access")
+    except OSError as exc:
+        if exc.errno in _UNSUPPORTED:
+            return False
+        if exc.errno == errno.ENODATA:
+            return True
+        raise
+    return True
