@@ -97,7 +97,8 @@ class RunContext:
             result = proc.run(
                 step.argv, env=step.env, secrets=(*self.redact.secrets, *step.secrets),
                 ok_codes=step.ok_codes, warn_codes=step.warn_codes,
-                timeout=self._step_timeout(step), sink=self._sink, capture=step.capture,
+                timeout=self._step_timeout(step), sink=self._sink_for(step),
+                capture=step.capture,
                 cwd=step.cwd, stdin_data=step.stdin, check=False,
                 on_start=lambda pid: self.history.set_child(self.run_id, pid))
         except BaseException:
@@ -122,8 +123,11 @@ class RunContext:
                              "raise the job's `timeout` if the work really takes this long")
         return left if step.timeout is None else min(left, step.timeout)
 
-    def _sink(self, stream: str, line: str) -> None:
-        self.log(line, stream)
+    def _sink_for(self, step: Step) -> proc.LineSink:
+        """Output lines of ``step``, prefixed with its label when it has one (parallel
+        steps, e.g. one pull per host, would be indistinguishable otherwise)."""
+        prefix = f"{step.label}: " if step.label else ""
+        return lambda stream, line: self.log(prefix + line, stream)
 
 
 def run_job(config: Config, name: str, trigger: Trigger, echo: Echo | None = None) -> RunReport:
@@ -196,8 +200,11 @@ def _execute(ctx: RunContext,
     except Interrupted as exc:
         proc.terminate_all()  # children of worker threads (parallel pulls)
         return Outcome.INTERRUPTED, ExitCode.INTERRUPTED, exc.message
-    except PhobosError as exc:
+    except StepFailed as exc:  # its hint is always "see phobos log": the mail says so
         return Outcome.FAILED, ExitCode.FAILED, exc.message
+    except PhobosError as exc:
+        hint = f" (hint: {exc.hint})" if exc.hint else ""
+        return Outcome.FAILED, ExitCode.FAILED, exc.message + hint
     except Exception as exc:  # a bug: record it, never leave the run "running"
         for line in traceback.format_exc().splitlines():
             ctx.log(line, "stderr")
@@ -232,4 +239,6 @@ def _signals_interrupt() -> Iterator[None]:
 
 
 def echo_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    # One write per line: parallel steps (pulls of several hosts) must not interleave.
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()

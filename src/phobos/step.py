@@ -31,3 +31,4 @@ class Step:
     stdin: bytes | None = None
     cwd: str | None = None
     explain: Callable[[int], str] | None = None
+    label: str = ""  # prefixed to each output line in the log, e.g. the host of a pull

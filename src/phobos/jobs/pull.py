@@ -126,11 +126,11 @@ def plan_host(config: Config, name: str, features: rsync.Features) -> HostPlan:
         extra=host.rsync_options)
     return HostPlan(
         name=name, endpoint=ep, folder=folder, dest=dest,
-        pull=Step(name=f"pull {name}", argv=rsync.pull_argv(spec),
+        pull=Step(name=f"pull {name}", argv=rsync.pull_argv(spec), label=name,
                   warn_codes=rsync.WARN_CODES, explain=rsync.explain),
-        prune=Step(name=f"prune {name}", argv=rsync.prune_argv(spec),
+        prune=Step(name=f"prune {name}", argv=rsync.prune_argv(spec), label=name,
                    warn_codes=rsync.WARN_CODES, explain=rsync.explain),
-        diagnose=Step(name=f"diagnose {name}", argv=ssh.ssh_argv(ep, "true"),
+        diagnose=Step(name=f"diagnose {name}", argv=ssh.ssh_argv(ep, "true"), label=name,
                       ok_codes=tuple(range(256)), timeout=DIAGNOSE_TIMEOUT_SECONDS))
 
 
