@@ -73,6 +73,12 @@ class StorageConfig:
                                  "`root` only inside the backup mount namespace.")
 
 
+def _one_of(value: str, choices: tuple[str, ...]) -> str | None:
+    if value in choices:
+        return None
+    return f"{value!r} is not one of {', '.join(map(repr, choices))}{suggest(value, choices)}"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RepoConfig:
     path: Path = setting(doc="The Borg repository.")
@@ -80,12 +86,17 @@ class RepoConfig:
                                       "(handed to Borg as BORG_PASSCOMMAND).")
     passphrase_file: Path | None = setting(None, doc="File holding the passphrase "
                                            "(handed to Borg through a pipe).")
-    encryption: str = setting("repokey-blake2", doc="Encryption mode for `phobos repo init`.")
+    encryption: str = setting("repokey-blake2", doc="Encryption mode for `phobos repo init`.",
+                              check=lambda v: _one_of(v, (
+                                  "repokey-blake2", "repokey", "keyfile-blake2", "keyfile",
+                                  "authenticated-blake2", "authenticated", "none")))
     compression: str = setting("zstd,3", doc="Borg compression spec.")
-    base_dir: Path | None = setting(None, doc="BORG_BASE_DIR (keys, cache, security).")
-    lock_wait: Duration = setting(Duration(86400.0),
-                                  doc="Borg's --lock-wait: long enough that Borg never "
-                                  "gives up behind a lock phobos holds.")
+    base_dir: Path | None = setting(None, doc="BORG_BASE_DIR (keys, cache, security); "
+                                    "default: Borg's own (root's home).")
+    lock_wait: Duration = setting(Duration(86400.0), check=_positive,
+                                  doc="How long to wait for Borg's own lock when a process "
+                                  "outside phobos holds it (jobs of phobos never wait in "
+                                  "Borg: phobos's repo lock orders them).")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 KIND_MODULES: dict[JobKind, str] = {
     JobKind.COMMAND: "phobos.jobs.command",
     JobKind.PULL: "phobos.jobs.pull",
+    JobKind.ARCHIVE: "phobos.jobs.archive",
+    JobKind.CHECK: "phobos.jobs.check",
+    JobKind.DRILL: "phobos.jobs.drill",
+    JobKind.BORGMATIC: "phobos.jobs.borgmatic",
 }
 
 
