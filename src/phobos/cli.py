@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from . import __version__, cli_host, cli_repo
+from . import __version__, cli_host, cli_notify, cli_repo
 from .errors import ExitCode
 
 Handler = Callable[[argparse.Namespace], int]
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(verbs)
     cli_host.register(verbs)
     cli_repo.register(verbs)
+    cli_notify.register(verbs)
     return parser
 
 

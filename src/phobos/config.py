@@ -124,36 +124,95 @@ class DriveConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LedConfig:
-    driver: str = setting("none", doc="`blinkstick`, `file` or `none`.",
-                          check=lambda v: None if v in ("none", "blinkstick", "file") else
-                          f"{v!r} is not one of 'none', 'blinkstick', 'file'")
+    driver: str = setting("none", doc="`blinkstick`, `command`, `file` or `none`.",
+                          check=lambda v: _one_of(v, ("none", "blinkstick", "command", "file")))
     index: int = setting(1, doc="BlinkStick LED index (the Nano's second LED is 1).")
     limit: int = setting(50, doc="Brightness limit 0-100, as the blinkstick CLI's --limit.")
     path: Path | None = setting(None, doc="State file for the `file` driver.")
     command: tuple[str, ...] = setting(factory=tuple,
-                                       doc="argv for the `command` driver; `{color}` is replaced.")
+                                       doc="argv for the `command` driver; `{color}` is replaced "
+                                       "by off, blue, yellow, green or red, `{hex}` by RRGGBB.")
     clear_on_success: bool = setting(False, doc="A later success of the failed job clears red.")
+
+
+# What a finished run (or the overdue check) can tell a message channel.
+NOTIFY_EVENTS = ("failure", "warning", "success", "skipped", "overdue")
+
+
+def _events(values: tuple[str, ...]) -> str | None:
+    return next((_one_of(v, NOTIFY_EVENTS) for v in values if v not in NOTIFY_EVENTS), None)
+
+
+def _http_url(url: str | None) -> str | None:
+    if url is None or url.startswith(("http://", "https://")):
+        return None
+    return "must be an http:// or https:// URL"
+
+
+def _http_urls(urls: Mapping[str, str]) -> str | None:
+    bad = sorted(job for job, url in urls.items() if _http_url(url))
+    return f"{', '.join(bad)}: must be http:// or https:// URLs" if bad else None
+
+
+def _empty_urls() -> Mapping[str, str]:
+    return MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EmailConfig:
-    to: tuple[str, ...] = setting(factory=tuple, doc="Recipients.")
+    to: tuple[str, ...] = setting(("root",), doc="Recipients.",
+                                  check=lambda v: None if v else "name at least one recipient")
     sender: str | None = setting(None, doc="From address (default phobos@HOSTNAME).")
+    transport: str = setting("smtp", doc="`smtp` (to `host`) or `sendmail` (the local MTA).",
+                             check=lambda v: _one_of(v, ("smtp", "sendmail")))
+    sendmail: tuple[str, ...] = setting(("/usr/sbin/sendmail", "-t", "-oi"),
+                                        doc="argv of the local MTA; the message goes to its "
+                                        "stdin with the recipients in its headers.",
+                                        check=lambda v: None if v else "name a program")
     host: str = setting("localhost", doc="SMTP server.")
-    port: int = setting(25, doc="SMTP port.")
-    security: str = setting("none", doc="`none`, `starttls` or `tls`.")
-    username: str | None = setting(None, doc="SMTP login.")
+    port: int = setting(25, doc="SMTP port (submission: 587 with starttls, 465 with tls).")
+    security: str = setting("none", doc="`none`, `starttls` or `tls`.",
+                            check=lambda v: _one_of(v, ("none", "starttls", "tls")))
+    ca_file: Path | None = setting(None, doc="CA certificate(s) to verify the SMTP server "
+                                   "with (default: the system's CAs).")
+    username: str | None = setting(None, doc="SMTP login (needs starttls or tls).")
     password_file: Path | None = setting(None, doc="File holding the SMTP password.")
-    password_command: str | None = setting(None, doc="Command printing the SMTP password.")
-    events: tuple[str, ...] = setting(("failure",), factory=None,
-                                      doc="Events that send mail: failure, warning, "
-                                      "success, overdue.")
+    password_command: str | None = setting(None, doc="Command printing the SMTP password "
+                                           "(split like a shell would, run without one).")
+    timeout: Duration = setting(Duration(30.0), check=_positive,
+                                doc="Give up on the SMTP server after this long.")
+    events: tuple[str, ...] = setting(("failure",), check=_events,
+                                      doc="Events that send mail: failure (includes "
+                                      "interrupted), warning, success, skipped, overdue.")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppriseConfig:
+    urls: tuple[str, ...] = setting(secret=True, check=lambda v: None if v else "name a URL",
+                                    doc="Apprise URLs (ntfy://, gotify://, tgram://, ...).")
+    events: tuple[str, ...] = setting(("failure",), check=_events,
+                                      doc="Events that notify, as for e-mail.")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PingConfig:
+    url: str | None = setting(None, secret=True, check=_http_url,
+                              doc="Base URL: every job pings URL/JOB (healthchecks.io slug "
+                              "URLs, e.g. https://hc-ping.com/PING_KEY).")
+    jobs: Mapping[str, str] = setting(factory=_empty_urls, secret=True, check=_http_urls,
+                                      doc="Check URL per job, e.g. { nightly = "
+                                      "\"https://hc-ping.com/UUID\" }; wins over `url`.")
+    send_log: bool = setting(True, doc="POST the log tail with the success and fail pings.")
+    timeout: Duration = setting(Duration(10.0), check=_positive,
+                                doc="Give up on a ping after this long.")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NotifyConfig:
     led: LedConfig = setting(factory=LedConfig, doc="The BlinkStick LED.")
     email: EmailConfig | None = setting(None, doc="E-mail on failure.")
+    apprise: AppriseConfig | None = setting(None, doc="Apprise notifications.")
+    ping: PingConfig | None = setting(None, doc="Dead man's switch pings (healthchecks.io).")
 
 
 # --- jobs --------------------------------------------------------------------------

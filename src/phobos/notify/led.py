@@ -628,7 +628,5 @@ class FileDriver:
                                  ) from exc
 
 
-# CommandDriver(argv_template) goes here, added by the lead: it runs a user's command (e.g.
-# ["blinkstick", "--index", "1", "--set-color", "{state}"]) through phobos.proc.run, the only
-# module allowed to import subprocess, and raises LedUnavailable when the command fails. It needs
-# nothing from this file beyond LedDriver, LedState and LedUnavailable.
+# CommandDriver (runs the user's argv with `{color}` replaced, through phobos.proc.run) lives in
+# phobos.notify.command, next to the other notifier back ends.
