@@ -329,3 +329,24 @@ def test_unit_failure_reports_a_failed_channel(sandbox: Sandbox) -> None:
     code, report = unit_failure(sandbox, "nfs-mount.service", os.defpath)
     assert code == 1
     assert statuses(report) == {"led": "sent", "email": "failed"}
+
+
+def test_under_a_failure_hook_the_runner_leaves_the_mail_to_the_hook(sandbox: Sandbox) -> None:
+    """systemd job units set PHOBOS_FAILURE_HOOK: the unit may have no network, and the
+    OnFailure= unit sends one mail with the unit's status and the run's log tail."""
+    bin_dir = fake_systemctl(sandbox.root / "bin")
+    with smtp_server() as smtp:
+        sandbox.write(led_and_email(sandbox, smtp.port))
+        env = {**phobos_env(), "PHOBOS_FAILURE_HOOK": "phobos-failure@%n.service"}
+        done = subprocess.run(sandbox.argv("run", "nightly", "--json"), env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1
+        run_id = json.loads(done.stdout)["run_id"]
+        time.sleep(0.3)
+        assert smtp.inbox.messages == []  # the runner sent nothing
+        assert "notifier email failed" not in "\n".join(log_of(sandbox, run_id))
+        assert (sandbox.root / "led").read_text() == "red\n"  # the LED is local: latched
+        code, report = unit_failure(sandbox, "phobos-job-nightly.service", str(bin_dir))
+        [message] = smtp.inbox.wait()
+    assert code == 0 and statuses(report)["email"] == "sent"
+    assert f"latest run {run_id} (manual) ended failed" in message.get_content()
