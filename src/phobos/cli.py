@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from . import __version__, cli_host, cli_notify, cli_repo
+from . import __version__, cli_drive, cli_host, cli_notify, cli_repo, cli_systemd
 from .errors import ExitCode
 
 Handler = Callable[[argparse.Namespace], int]
@@ -48,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calendar(verbs)
     _add_demo(verbs)
     cli_host.register(verbs)
+    cli_drive.register(verbs)
     cli_repo.register(verbs)
     cli_notify.register(verbs)
+    cli_systemd.register(verbs)
     return parser
 
 

@@ -73,12 +73,6 @@ class StorageConfig:
                                  "`root` only inside the backup mount namespace.")
 
 
-def _one_of(value: str, choices: tuple[str, ...]) -> str | None:
-    if value in choices:
-        return None
-    return f"{value!r} is not one of {', '.join(map(repr, choices))}{suggest(value, choices)}"
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RepoConfig:
     path: Path = setting(doc="The Borg repository.")
@@ -115,11 +109,20 @@ class HostConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DriveConfig:
-    luks_uuid: str = setting(doc="UUID of the LUKS header (`cryptsetup luksUUID DEV`).")
-    keyfile: Path = setting(doc="Keyfile that unlocks the drive (mode 0400).")
+    luks_uuid: str = setting(doc="UUID of the LUKS header (`cryptsetup luksUUID DEV`); with "
+                             "`unlock = \"none\"` the UUID of the filesystem on the device.")
+    keyfile: Path | None = setting(None, doc="Keyfile that unlocks the drive (mode 0400); "
+                                   "default `KEYS/NAME.key`, where `phobos drive init` puts it.")
     label: str = setting("extbackup", doc="Label of the filesystem inside.")
     max_age: Duration = setting(Duration(35 * 86400.0),
                                 doc="A drive not synced for longer is overdue.")
+    unlock: str = setting("luks", doc="`luks`: a LUKS2 drive opened with the keyfile; `none`: "
+                          "the device holds the filesystem directly (for tests and for drives "
+                          "encrypted elsewhere).",
+                          check=lambda v: None if v in ("luks", "none") else
+                          f"{v!r} is not one of 'luks', 'none'")
+    mountpoint: Path | None = setting(None, doc="Where the drive is mounted inside the backup "
+                                      "namespace (default `RUN/drives/NAME`).")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,6 +140,12 @@ class LedConfig:
 
 # What a finished run (or the overdue check) can tell a message channel.
 NOTIFY_EVENTS = ("failure", "warning", "success", "skipped", "overdue")
+
+
+def _one_of(value: str, choices: tuple[str, ...]) -> str | None:
+    if value in choices:
+        return None
+    return f"{value!r} is not one of {', '.join(map(repr, choices))}{suggest(value, choices)}"
 
 
 def _events(values: tuple[str, ...]) -> str | None:
@@ -234,6 +243,9 @@ class JobBase:
     timeout: Duration | None = setting(None, check=_positive,
                                        doc="Stop the job if it runs longer.")
     estimate: Duration | None = setting(None, doc="Expected duration before history exists.")
+    randomized_delay: Duration | None = setting(None, doc="Delay each timer start by a random "
+                                                "time up to this long (systemd "
+                                                "RandomizedDelaySec=).")
 
     def resources(self, config: Config) -> tuple[Resource, ...]:
         """The resources this job reads or writes, derived from its settings."""
@@ -250,6 +262,29 @@ def _ref(problems: Problems, path: tuple[str, ...], table: str, name: str,
                                                            f" (define [{table}s.{name}])"))
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnitSandboxConfig:
+    network: bool = setting(False, doc="Allow IPv4/IPv6 sockets (commands get none).")
+    setuid: bool = setting(False, doc="Allow creating setuid/setgid files.")
+    read_write_paths: tuple[Path, ...] = setting((), doc="Paths the job may write besides "
+                                                 "those its resources name.")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SystemdConfig:
+    executable: Path | None = setting(None, doc="The phobos program the units run "
+                                      "(default: the one running `phobos systemd`).")
+    drive_trigger: str = setting("device", doc="How plugging a drive starts its unit: "
+                                 "`device` (WantedBy= its device unit) or `udev` (a rule "
+                                 "setting SYSTEMD_WANTS).",
+                                 check=lambda v: None if v in ("device", "udev") else
+                                 f"{v!r} is not one of 'device', 'udev'")
+    sandbox: Mapping[str, UnitSandboxConfig] = setting(
+        factory=lambda: MappingProxyType({}),
+        doc="Per job: what its unit's sandbox must also allow, for jobs whose needs phobos "
+        "cannot derive (a `command` that pulls over SSH).")
+
+
 # --- the whole file ------------------------------------------------------------------
 
 
@@ -263,6 +298,7 @@ class Config:
     drives: Mapping[str, DriveConfig]
     jobs: Mapping[str, JobBase]
     notify: NotifyConfig
+    systemd: SystemdConfig = setting(factory=SystemdConfig, doc="systemd units.")
 
     def job(self, name: str) -> JobBase:
         from .errors import UsageError
@@ -282,6 +318,8 @@ class _TopLevel:
     hosts: dict[str, HostConfig] = setting(factory=dict, doc="Remote hosts to pull.")
     drives: dict[str, DriveConfig] = setting(factory=dict, doc="Off-site LUKS drives.")
     notify: NotifyConfig = setting(factory=NotifyConfig, doc="LED and e-mail.")
+    systemd: SystemdConfig = setting(factory=SystemdConfig, doc="systemd units "
+                                     "(`phobos systemd install`).")
 
 
 def config_path(explicit: str | None) -> Path:
@@ -326,7 +364,8 @@ def parse(raw: dict[str, Any], path: Path, source: str = "") -> Config:
                         repos=MappingProxyType(dict(top.repos)),
                         hosts=MappingProxyType(dict(top.hosts)),
                         drives=MappingProxyType(dict(top.drives)),
-                        jobs=MappingProxyType(jobs), notify=top.notify)
+                        jobs=MappingProxyType(jobs), notify=top.notify,
+                        systemd=top.systemd)
         for name, job in jobs.items():
             job.check_refs(config, ("jobs", name), problems)
     if problems or config is None:

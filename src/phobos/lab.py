@@ -223,7 +223,9 @@ def _link(client: str, host: RemoteHost) -> None:
 
 
 def _pids_in(ns: str) -> list[int]:
-    return [int(p) for p in sh("ip", "netns", "pids", ns, check=False).stdout.split()]
+    """Processes in ``ns`` other than ourselves (the demo joins the client namespace)."""
+    pids = [int(p) for p in sh("ip", "netns", "pids", ns, check=False).stdout.split()]
+    return [pid for pid in pids if pid != os.getpid()]
 
 
 def _kill_all_in(ns: str) -> None:

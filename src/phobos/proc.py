@@ -24,6 +24,7 @@ import re
 import selectors
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -126,6 +127,11 @@ def child_env(additions: Mapping[str, str] | None = None) -> dict[str, str]:
     """The allow-listed part of our environment plus explicit additions."""
     env = {key: os.environ[key] for key in ENV_ALLOW if key in os.environ}
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    # Tools installed next to phobos (Borg 1.4 pip-installed into phobos's venv) are
+    # found even when that venv is not on PATH: `.venv/bin/phobos demo` just works.
+    own_bin = os.path.dirname(sys.executable)
+    if own_bin not in env["PATH"].split(os.pathsep):
+        env["PATH"] += os.pathsep + own_bin
     env.setdefault("LANG", "C.UTF-8")
     env.update(additions or {})
     return env

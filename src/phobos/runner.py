@@ -24,7 +24,7 @@ from typing import Any
 
 from . import proc
 from .config import Config, JobBase
-from .errors import Busy, ExitCode, Interrupted, PhobosError, StepFailed
+from .errors import Absent, Busy, ExitCode, Interrupted, PhobosError, StepFailed
 from .history import History
 from .locks import locked
 from .model import BusyPolicy, Outcome, Trigger, format_duration
@@ -186,6 +186,9 @@ def _execute(ctx: RunContext,
     job = ctx.job
     try:
         ctx.log(f"run {ctx.run_id} of {job.kind} job {ctx.name} ({ctx.trigger})")
+        from .namespace import enter_for_job  # joins the backup mount namespace if needed
+
+        enter_for_job(ctx.config, job.resources(ctx.config), ctx.log)
         with locked(ctx.config.paths.run / "locks", ctx.name, ctx.run_id,
                     job.resources(ctx.config), job.on_busy, job.busy_timeout,
                     on_wait=ctx.log) as held:
@@ -196,6 +199,8 @@ def _execute(ctx: RunContext,
     except Busy as exc:
         if job.on_busy is BusyPolicy.FAIL:
             return Outcome.FAILED, ExitCode.FAILED, exc.message
+        return Outcome.SKIPPED, ExitCode.SKIPPED, exc.message
+    except Absent as exc:  # no drive plugged in, say: nothing to do is not a failure
         return Outcome.SKIPPED, ExitCode.SKIPPED, exc.message
     except Interrupted as exc:
         proc.terminate_all()  # children of worker threads (parallel pulls)

@@ -47,6 +47,7 @@ class Slot:
     job: str
     start: datetime
     end: datetime  # start + typical median (or a nominal minute when unknown)
+    known: bool = True  # False: no history and no estimate, ``end`` is nominal
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,8 +113,9 @@ def plan_window(config: Config, history: History, start: datetime, end: datetime
         if spec is None:
             unscheduled[name] = latest.get(name)
             continue
+        known = typical[name].median is not None
         length = timedelta(seconds=typical[name].median or 60.0)
-        slots += [Slot(job=name, start=when, end=when + length)
+        slots += [Slot(job=name, start=when, end=when + length, known=known)
                   for when in _elapses(spec, start, end)]
     slots.sort(key=lambda s: (s.start, s.job))
     return Plan(start=start, end=end, slots=slots, typical=typical,

@@ -36,7 +36,8 @@ def _cell_text(slot: Slot, hour: datetime, waits: dict[Slot, Conflict]) -> str |
     starts = hour <= slot.start < end_of_hour
     ends = hour < slot.end <= end_of_hour
     if starts and ends:
-        text = f"{slot.job} {slot.start:%H:%M}–{slot.end:%H:%M}"
+        took = format_duration((slot.end - slot.start).total_seconds()) if slot.known else "?"
+        text = f"{slot.job} {slot.start:%H:%M} ({took})"
     elif starts:
         text = f"{slot.job} starts {slot.start:%H:%M}"
     elif ends:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 # Kinds implemented so far; the others are named in JobKind and refused with a message.
 KIND_MODULES: dict[JobKind, str] = {
     JobKind.COMMAND: "phobos.jobs.command",
+    JobKind.DRIVE_SYNC: "phobos.jobs.drive_sync",
     JobKind.PULL: "phobos.jobs.pull",
     JobKind.ARCHIVE: "phobos.jobs.archive",
     JobKind.CHECK: "phobos.jobs.check",

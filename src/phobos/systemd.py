@@ -1,0 +1,858 @@
+"""systemd units for a config: pure rendering, plus install/uninstall with a manifest.
+
+:func:`render` turns a config into ``{filename: text}``; nothing else in the rendering
+touches the system, so golden files pin it down. Every unit ends in ``phobos run JOB``
+(or ``phobos drive attached``), the single code path behind every trigger.
+
+Units (docs/systemd.md shows them whole): ``phobos-job-NAME.service`` per job
+(``Type=oneshot``, ``SuccessExitStatus=3``: "skipped because busy" is no failure,
+``OnFailure=phobos-failure@%n.service``), ``phobos-job-NAME.timer`` per scheduled job
+(``Persistent=true``, ``RandomizedDelaySec=`` from ``randomized_delay``), the
+``phobos-failure@.service`` template running ``phobos notify unit-failure %i`` (``%i``:
+the failed unit's name as written; ``%I`` would turn its ``-`` into ``/``), and per drive
+``phobos-drive-NAME.service`` (``ExecStopPost=phobos drive release``: it runs even when
+the start failed, unlike ``ExecStop=``) plus the udev rules alternative.
+
+**Drive trigger.** By default (``[systemd] drive_trigger = "device"``) a drive service is
+``WantedBy=`` the device unit of the drive's LUKS header UUID,
+``dev-disk-by\\x2duuid-<UUID escaped>.device``, exactly as the seed does. It is
+systemd's own mechanism: ``systemctl enable`` wires it up and ``disable`` removes it, like
+the timers; no udev reload is needed; ``systemctl list-dependencies`` shows it; and it
+also fires for a drive already plugged in at boot. The udev rule (``drive_trigger =
+"udev"``) sets ``SYSTEMD_WANTS`` on the block device whose ``ID_FS_UUID`` is the LUKS
+UUID; use it where the ``/dev/disk/by-uuid`` link is not created for the drive, or to
+match on further udev properties by editing a copy.
+
+**Sandbox.** Each unit gets the tightest sandbox its job allows, derived from the job's
+kind, resources and the paths it names (:func:`job_sandbox`), never hand-listed:
+``ProtectSystem=strict`` with writable paths only for phobos's own directories and what
+the job writes (holding area, repository, storage), capabilities per kind, a system
+call allow-list, address families (network only for pulls, commands and notifiers that
+need it), devices (the BlinkStick's hidraw, block devices for drives). Jobs that open
+drives or enter the backup mount namespace keep ``CAP_SYS_ADMIN`` and mount namespaces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .config import Config, JobBase
+from .errors import PhobosError
+from .model import JobKind
+from .schema import suggest
+
+UNIT_DIR = Path("/etc/systemd/system")
+UDEV_DIR = Path("/etc/udev/rules.d")
+FAILURE_UNIT = "phobos-failure@.service"
+UDEV_RULES = "90-phobos-drives.rules"
+MANIFEST = "systemd-installed.json"
+FAILURE_HOOK = "phobos-failure@%n.service"
+ON_FAILURE = f"OnFailure={FAILURE_HOOK}"
+SKIPPED_EXIT = 3  # ExitCode.SKIPPED: busy or absent, not a failure
+HOME_DIRS = (Path("/home"), Path("/root"), Path("/run/user"))
+BORG_HOME_DIRS = (Path("/root/.config/borg"), Path("/root/.cache/borg"))
+_UUID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]*$")
+
+
+class SystemdError(PhobosError):
+    """The config cannot be turned into units, or installing them failed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    """What the units run: the phobos program and the config it reads (absolute)."""
+
+    executable: Path
+    config: Path
+
+
+# --- names and escaping ------------------------------------------------------------------
+
+
+def job_service(name: str) -> str:
+    return f"phobos-job-{name}.service"
+
+
+def job_timer(name: str) -> str:
+    return f"phobos-job-{name}.timer"
+
+
+def drive_service(name: str) -> str:
+    return f"phobos-drive-{name}.service"
+
+
+def escape_path(path: str) -> str:
+    """``systemd-escape --path PATH``: ``/`` becomes ``-``, other bytes outside
+    ``[A-Za-z0-9:_.]`` (and a leading ``.``) become ``\\xHH``."""
+    trimmed = "/".join(part for part in path.split("/") if part and part != ".")
+    if not trimmed:
+        return "-"
+    out = []
+    for index, char in enumerate(trimmed):
+        if char == "/":
+            out.append("-")
+        elif (char.isascii() and (char.isalnum() or char in ":_.")
+              and not (index == 0 and char == ".")):
+            out.append(char)
+        else:
+            out.extend(f"\\x{byte:02x}" for byte in char.encode("utf-8"))
+    return "".join(out)
+
+
+def device_unit(luks_uuid: str) -> str:
+    """The device unit of ``/dev/disk/by-uuid/UUID`` (``dev-disk-by\\x2duuid-….device``)."""
+    return escape_path(f"/dev/disk/by-uuid/{luks_uuid}") + ".device"
+
+
+def _specifiers(text: str) -> str:
+    # systemd expands %X specifiers in almost every setting; a literal % is %%.
+    return text.replace("%", "%%")
+
+
+def quote_arg(arg: str) -> str:
+    """One command-line word for ``Exec*=``: specifiers and ``$`` escaped, quoted when
+    it holds whitespace, quotes or backslashes (systemd.service(5), COMMAND LINES)."""
+    text = _specifiers(arg).replace("$", "$$")
+    if text and not re.search(r"[\s\"'\\;]", text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def quote_path(path: str) -> str:
+    """One entry of a path list (``ReadWritePaths=``): like :func:`quote_arg` without
+    ``$`` (path lists expand no variables)."""
+    text = _specifiers(path)
+    if text and not re.search(r"[\s\"'\\]", text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def timespan(seconds: float) -> str:
+    """A systemd time span: ``1h 30min``, ``45s``, ``1d 2h``."""
+    whole = round(seconds)
+    if whole <= 0:
+        return "0"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        count, whole = divmod(whole, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return " ".join(parts)
+
+
+# --- the sandbox -------------------------------------------------------------------------
+
+INET = frozenset({"AF_INET", "AF_INET6"})
+FILE_CAPS = frozenset({"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER",
+                       "CAP_FSETID"})
+# cryptsetup (device-mapper) and mount need CAP_SYS_ADMIN; setns() into a mount namespace
+# needs CAP_SYS_ADMIN and CAP_SYS_CHROOT; cryptsetup locks the volume key in memory.
+DRIVE_CAPS = frozenset({"CAP_SYS_ADMIN", "CAP_SYS_CHROOT", "CAP_IPC_LOCK"})
+NAMESPACE_CAPS = frozenset({"CAP_SYS_ADMIN", "CAP_SYS_CHROOT"})
+KIND_CAPS: Mapping[JobKind, frozenset[str]] = {
+    # rsync --archive recreates owners, modes, ACLs and file capabilities (xattrs).
+    JobKind.PULL: FILE_CAPS | {"CAP_SETFCAP"},
+    # borg create reads every file; O_NOATIME on files of other users needs CAP_FOWNER.
+    JobKind.ARCHIVE: frozenset({"CAP_DAC_READ_SEARCH", "CAP_FOWNER"}),
+    JobKind.CHECK: frozenset({"CAP_DAC_READ_SEARCH"}),
+    JobKind.DRILL: FILE_CAPS,
+    JobKind.DRIVE_SYNC: FILE_CAPS | DRIVE_CAPS,
+    JobKind.BORGMATIC: FILE_CAPS,
+    JobKind.COMMAND: FILE_CAPS,
+}
+KIND_FAMILIES: Mapping[JobKind, frozenset[str]] = {
+    # rsync talks to ssh over a socketpair(), which RestrictAddressFamilies= leaves alone.
+    JobKind.PULL: INET,
+    JobKind.BORGMATIC: INET | {"AF_UNIX"},  # hooks, remote repositories
+    JobKind.DRIVE_SYNC: frozenset({"AF_UNIX"}),  # udevadm settle
+}
+# Kinds that change owners or identities (chown and setuid calls are @privileged).
+PRIVILEGED_KINDS = frozenset({JobKind.PULL, JobKind.DRILL, JobKind.DRIVE_SYNC,
+                              JobKind.BORGMATIC, JobKind.COMMAND})
+# Kinds that recreate setuid/setgid files and directories (a pulled /usr/bin or a
+# setgid group folder in /home, a restore drill).
+SUID_KINDS = frozenset({JobKind.PULL, JobKind.DRILL})
+# Kinds that read arbitrary local paths, /home included.
+READ_ANYWHERE_KINDS = frozenset({JobKind.ARCHIVE, JobKind.DRILL, JobKind.BORGMATIC,
+                                 JobKind.COMMAND})
+DRIVE_KINDS = frozenset({JobKind.DRIVE_SYNC})
+# cryptsetup needs the drive's block device, the device-mapper control node and the
+# dm-N node it creates; block-* covers any bus the drive is plugged into.
+DRIVE_DEVICES = frozenset({"block-* rw", "/dev/mapper/control rw"})
+# The BlinkStick's hidraw node, bound into the unit's private /dev: its number depends
+# on what else is plugged in, and a missing one ("-") is skipped.
+HIDRAW_NODES = frozenset(f"/dev/hidraw{n}" for n in range(16))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sandbox:
+    """What one unit's processes may do; :func:`hardening` renders it.
+
+    ``write`` paths must exist when the unit starts (``install`` creates them);
+    ``write_optional`` ones may be missing (storage mounted only in the backup namespace,
+    a repository not initialized yet) and then stay read-only for that run.
+    ``host_devices`` keeps the host's /dev (filtered by ``devices``, the DeviceAllow=
+    list); otherwise /dev is private and ``bind_devices`` are bound into it.
+    """
+
+    write: frozenset[Path] = frozenset()
+    write_optional: frozenset[Path] = frozenset()
+    home_read: bool = False
+    families: frozenset[str] = frozenset()
+    capabilities: frozenset[str] = frozenset()
+    privileged_calls: bool = False
+    resource_calls: bool = False
+    namespaces: bool = False
+    mounts: bool = False
+    devices: frozenset[str] = frozenset()
+    host_devices: bool = False
+    bind_devices: frozenset[str] = frozenset()
+    suid: bool = False
+    new_privileges: bool = False
+
+    def __or__(self, other: Sandbox) -> Sandbox:
+        """The union: a unit running both needs what either needs."""
+        merged: dict[str, Any] = {}
+        for fld in fields(self):
+            merged[fld.name] = getattr(self, fld.name) | getattr(other, fld.name)
+        return Sandbox(**merged)
+
+
+def _managed(config: Config) -> tuple[list[str], list[Path]]:
+    """phobos's own directories: ``StateDirectory=``-style lines for those under the
+    standard roots (systemd creates them, writable even under ProtectSystem=strict),
+    the rest as paths that must exist (``phobos systemd install`` creates them)."""
+    lines: list[str] = []
+    paths: list[Path] = []
+    roots = (("StateDirectory", Path("/var/lib"), config.paths.state),
+             ("RuntimeDirectory", Path("/run"), config.paths.run),
+             ("LogsDirectory", Path("/var/log"), config.paths.log))
+    for key, root, path in roots:
+        if root in path.parents:
+            lines.append(f"{key}={quote_path(str(path.relative_to(root)))}")
+        else:
+            paths.append(path)
+    if any(line.startswith("RuntimeDirectory=") for line in lines):
+        # Locks and the backup namespace outlive a single run.
+        lines.append("RuntimeDirectoryPreserve=yes")
+    return lines, paths
+
+
+def _led_sandbox(config: Config) -> Sandbox:
+    led = config.notify.led
+    if led.driver == "blinkstick":
+        return Sandbox(devices=frozenset({"char-hidraw rw"}), bind_devices=HIDRAW_NODES)
+    if led.driver == "command":  # e.g. the blinkstick CLI, which talks USB directly
+        return Sandbox(devices=frozenset({"char-hidraw rw", "char-usb_device rw"}),
+                       host_devices=True)
+    if led.driver == "file" and led.path is not None:
+        return Sandbox(write_optional=frozenset({led.path.parent}))
+    return Sandbox()
+
+
+MTA_SANDBOX = Sandbox(
+    # sendmail/postdrop/exim: setgid or setuid programs writing their spool.
+    write_optional=frozenset({Path("/var/spool/postfix"), Path("/var/spool/exim4"),
+                              Path("/var/spool/nullmailer")}),
+    families=frozenset({"AF_UNIX"}) | INET, new_privileges=True, privileged_calls=True,
+    capabilities=frozenset({"CAP_DAC_OVERRIDE", "CAP_SETUID", "CAP_SETGID"}))
+
+
+def _channels_sandbox(config: Config, *, failure_hook: bool) -> Sandbox:
+    """What the message channels (e-mail, Apprise, pings) need in a unit. Job units
+    leave failure messages to the ``OnFailure=`` unit (``failure_hook``), so a channel
+    wanting nothing but failures needs no network there."""
+    sandbox = Sandbox()
+    for fld in fields(config.notify):
+        channel = getattr(config.notify, fld.name)
+        if fld.name == "led" or channel is None:
+            continue
+        events = set(getattr(channel, "events", ("always",)))
+        if not failure_hook and not events - {"failure"}:
+            continue
+        if getattr(channel, "transport", "smtp") == "sendmail":
+            sandbox |= MTA_SANDBOX
+        else:
+            sandbox |= Sandbox(families=INET)
+    return sandbox
+
+
+def notify_sandbox(config: Config, *, failure_hook: bool = False) -> Sandbox:
+    """What the notifiers running inside a unit need (LED device, SMTP, a local MTA)."""
+    return _led_sandbox(config) | _channels_sandbox(config, failure_hook=failure_hook)
+
+
+def _resource_paths(config: Config, job: JobBase) -> tuple[set[Path], set[Path]]:
+    """(must exist, may be missing) paths the job's resources write to."""
+    must: set[Path] = set()
+    optional: set[Path] = set()
+    for resource in job.resources(config):
+        kind, _, name = resource.name.partition(":")
+        if kind == "repo" and name in config.repos:
+            # Borg writes lock files into the repository even to read it.
+            repo = config.repos[name]
+            optional.add(repo.path)
+            must.update([repo.base_dir] if repo.base_dir is not None else BORG_HOME_DIRS)
+        elif kind == "holding" and resource.write:
+            optional.add(config.storage.holding)  # the pull creates the host's folder
+        elif kind == "storage" and resource.write:
+            optional.add(config.storage.root)
+    return must, optional
+
+
+def _mentioned_paths(job: JobBase) -> list[Path]:
+    """Absolute paths among the job's settings (sources, cwd, argv...)."""
+    found: list[Path] = []
+    for fld in fields(job):
+        values = getattr(job, fld.name)
+        if not isinstance(values, tuple | list):
+            values = [values]
+        for value in values:
+            if isinstance(value, Path) or (isinstance(value, str) and value.startswith("/")):
+                found.append(Path(value))
+    return found
+
+
+def in_home(path: Path) -> bool:
+    return any(path == home or home in path.parents for home in HOME_DIRS)
+
+
+def _uses_namespace(config: Config, job: JobBase) -> bool:
+    """Whether the job runs inside the backup mount namespace (see :mod:`.namespace`)."""
+    from .namespace import needs_namespace
+
+    return needs_namespace(config, job.resources(config))
+
+
+def job_sandbox(config: Config, name: str) -> Sandbox:
+    """The sandbox for the unit running job ``name``, without notifiers. A kind this
+    module does not know is treated as ``command``: an opaque program."""
+    job = config.jobs[name]
+    kind = job.kind if job.kind in KIND_CAPS else JobKind.COMMAND
+    must, optional = _resource_paths(config, job)
+    extra = config.systemd.sandbox.get(name)
+    if extra is not None:
+        optional.update(extra.read_write_paths)
+    drive = kind in DRIVE_KINDS
+    namespace = drive or _uses_namespace(config, job)
+    touched = [*_mentioned_paths(job), *optional]
+    return Sandbox(
+        write=frozenset(must), write_optional=frozenset(optional),
+        home_read=kind in READ_ANYWHERE_KINDS or any(in_home(p) for p in touched),
+        families=KIND_FAMILIES.get(kind, frozenset()) | (
+            INET if extra is not None and extra.network else frozenset()),
+        capabilities=KIND_CAPS[kind] | (NAMESPACE_CAPS if namespace else frozenset()),
+        privileged_calls=kind in PRIVILEGED_KINDS, resource_calls=drive,
+        namespaces=namespace, mounts=drive,
+        devices=DRIVE_DEVICES if drive else frozenset(), host_devices=drive,
+        suid=kind in SUID_KINDS or (extra is not None and extra.setuid))
+
+
+def drive_sandbox(config: Config, drive: str) -> Sandbox:
+    """The sandbox for a drive's unit: opening and mounting the drive, plus whatever the
+    jobs using the drive (resource ``drive:NAME``) need."""
+    sandbox = Sandbox(capabilities=FILE_CAPS | DRIVE_CAPS, privileged_calls=True,
+                      resource_calls=True, namespaces=True, mounts=True,
+                      families=KIND_FAMILIES[JobKind.DRIVE_SYNC], devices=DRIVE_DEVICES,
+                      host_devices=True)
+    for name, job in config.jobs.items():
+        if any(r.name == f"drive:{drive}" for r in job.resources(config)):
+            sandbox |= job_sandbox(config, name)
+    return sandbox
+
+
+def hardening(config: Config, sandbox: Sandbox) -> list[str]:
+    """The [Service] lines confining a unit to ``sandbox`` (systemd.exec(5))."""
+    lines, own_paths = _managed(config)
+    lines += ["ProtectSystem=strict", *_path_lines(sandbox, own_paths), "PrivateTmp=yes"]
+    lines += _device_lines(sandbox)
+    lines += _privilege_lines(sandbox)
+    lines += _kernel_lines(sandbox)
+    lines += _network_lines(sandbox)
+    return lines
+
+
+def _path_lines(sandbox: Sandbox, own_paths: Sequence[Path]) -> list[str]:
+    """ReadWritePaths= and ProtectHome=. Writable paths inside a hidden /home or /root
+    (Borg's default cache) are bound into a tmpfs there instead."""
+    required = {*own_paths, *sandbox.write}
+    hidden_home = not sandbox.home_read
+    bound = sorted(p for p in required if hidden_home and in_home(p))
+    writable = sorted(required - set(bound))
+    optional = sorted(p for p in sandbox.write_optional - required
+                      if not (hidden_home and in_home(p)))
+    lines = []
+    if writable or optional:
+        lines.append("ReadWritePaths=" + " ".join(
+            [quote_path(str(p)) for p in writable] + [quote_path(f"-{p}") for p in optional]))
+    if sandbox.home_read:
+        lines.append("ProtectHome=read-only")
+    elif bound:
+        lines += ["ProtectHome=tmpfs", "BindPaths=" + " ".join(quote_path(str(p)) for p in bound)]
+    else:
+        lines.append("ProtectHome=yes")
+    return lines
+
+
+def _device_lines(sandbox: Sandbox) -> list[str]:
+    lines = [f"PrivateDevices={'no' if sandbox.host_devices else 'yes'}"]
+    if sandbox.host_devices:
+        lines.append("DevicePolicy=closed")
+    lines += [f"DeviceAllow={d}" for d in sorted(sandbox.devices)]
+    if sandbox.bind_devices and not sandbox.host_devices:
+        nodes = sorted(sandbox.bind_devices, key=lambda p: (len(p), p))
+        lines.append("BindPaths=" + " ".join(f"-{p}" for p in nodes))
+    return lines
+
+
+def _privilege_lines(sandbox: Sandbox) -> list[str]:
+    caps = " ".join(sorted(sandbox.capabilities))
+    lines = [f"CapabilityBoundingSet={caps}",
+             f"NoNewPrivileges={'no' if sandbox.new_privileges else 'yes'}"]
+    if not sandbox.suid:
+        lines.append("RestrictSUIDSGID=yes")
+    lines.append("SystemCallFilter=@system-service" + (" @mount" if sandbox.mounts else ""))
+    denied = [group for group, allowed in (("@privileged", sandbox.privileged_calls),
+                                           ("@resources", sandbox.resource_calls))
+              if not allowed]
+    if denied:
+        lines.append("SystemCallFilter=~" + " ".join(denied))
+    # EPERM rather than SIGSYS: a tool probing an optional call degrades gracefully.
+    lines += ["SystemCallErrorNumber=EPERM", "SystemCallArchitectures=native"]
+    return lines
+
+
+def _kernel_lines(sandbox: Sandbox) -> list[str]:
+    return [
+        "ProtectKernelTunables=yes", "ProtectKernelModules=yes", "ProtectKernelLogs=yes",
+        "ProtectControlGroups=yes", "ProtectClock=yes", "ProtectHostname=yes",
+        "ProtectProc=invisible", "ProcSubset=pid", "PrivateMounts=yes",
+        "LockPersonality=yes", "MemoryDenyWriteExecute=yes", "RestrictRealtime=yes",
+        "RestrictNamespaces=" + ("mnt" if sandbox.namespaces else "yes"),
+        "KeyringMode=private", "UMask=0077",
+    ]
+
+
+def _network_lines(sandbox: Sandbox) -> list[str]:
+    families = " ".join(sorted(sandbox.families)) or "none"
+    lines = [f"RestrictAddressFamilies={families}"]
+    if not sandbox.families & INET:
+        lines += ["PrivateNetwork=yes", "IPAddressDeny=any"]
+    return lines
+
+
+# --- units -------------------------------------------------------------------------------
+
+
+def _section(name: str, lines: Iterable[str]) -> str:
+    return f"[{name}]\n" + "".join(f"{line}\n" for line in lines)
+
+
+def _unit(target: Target, sections: Sequence[tuple[str, Iterable[str]]]) -> str:
+    header = (f"# Generated by phobos from {target.config}.\n"
+              "# Change the config and run `phobos systemd install`: edits here are lost.\n")
+    return header + "\n".join(_section(name, lines) for name, lines in sections)
+
+
+def _exec(target: Target, *args: str) -> str:
+    argv = [str(target.executable), "-c", str(target.config), *args]
+    return " ".join(quote_arg(a) for a in argv)
+
+
+def _description(text: str) -> str:
+    return f"Description={_specifiers(_one_line(text))}"
+
+
+def _service_common() -> list[str]:
+    return [
+        "Type=oneshot",
+        # Channels may leave failure messages to the OnFailure= unit (no network here).
+        f"Environment=PHOBOS_FAILURE_HOOK={FAILURE_HOOK}",
+        f"SuccessExitStatus={SKIPPED_EXIT}",
+        # phobos stops its own steps on SIGTERM and records the run; KillMode=mixed lets
+        # it do that before systemd kills what is left.
+        "KillMode=mixed",
+        "TimeoutStartSec=infinity",  # phobos enforces each job's own `timeout`
+        "TimeoutStopSec=90s",
+    ]
+
+
+def _namespace_lines(target: Target, sandbox: Sandbox) -> list[str]:
+    """The backup namespace is created by a bind mount that must happen in the host's
+    mount namespace, not in the unit's private one (it would vanish with the unit):
+    "+" runs ``phobos ns create`` outside the sandbox, as the seed's ExecStartPre= ran
+    mkbackupns. The job then joins it with setns(), which also leaves the unit's file
+    system view: inside, only the capability, system call, device and network limits
+    still apply."""
+    if not sandbox.namespaces:
+        return []
+    return [f"ExecStartPre=+{_exec(target, 'ns', 'create')}"]
+
+
+def render_job_service(config: Config, target: Target, name: str) -> str:
+    job = config.jobs[name]
+    sandbox = job_sandbox(config, name)
+    what = job.description or f"{job.kind} job {name}"
+    unit = [_description(f"phobos: {what}"), "Documentation=man:phobos(1)", ON_FAILURE]
+    if sandbox.families & INET:
+        unit += ["Wants=network-online.target", "After=network-online.target"]
+    storage = sorted(_resource_paths(config, job)[1])
+    if storage and config.storage.device is None:
+        unit.append("RequiresMountsFor=" + " ".join(quote_path(str(p)) for p in storage))
+    trigger = "timer" if job.schedule else "manual"
+    service = [*_service_common(), *_namespace_lines(target, sandbox),
+               f"ExecStart={_exec(target, 'run', name, '--trigger', trigger)}",
+               f"SyslogIdentifier=phobos-{name}",
+               *hardening(config, sandbox | notify_sandbox(config))]
+    return _unit(target, [("Unit", unit), ("Service", service)])
+
+
+def render_job_timer(config: Config, target: Target, name: str) -> str:
+    job = config.jobs[name]
+    assert job.schedule is not None
+    timer = [f"OnCalendar={_calendar(name, job.schedule)}",
+             "Persistent=true",
+             # The schedule view promises the configured time; systemd's default
+             # AccuracySec=1min would shift starts by up to a minute.
+             "AccuracySec=1s"]
+    if job.randomized_delay:
+        timer.append(f"RandomizedDelaySec={timespan(job.randomized_delay)}")
+    timer.append(f"Unit={job_service(name)}")
+    return _unit(target, [("Unit", [_description(f"phobos: schedule of job {name}")]),
+                          ("Timer", timer), ("Install", ["WantedBy=timers.target"])])
+
+
+def _calendar(name: str, schedule: str) -> str:
+    """The schedule, checked with phobos's calendar parser when it is there."""
+    text = _one_line(schedule)
+    if text != schedule.strip() or not text:
+        raise SystemdError(f"jobs.{name}.schedule: {schedule!r} is not one line",
+                           "write the OnCalendar expression on one line")
+    try:
+        from .calendar import CalendarError, parse_calendar
+    except ImportError:  # pragma: no cover - the calendar module ships with phobos
+        return text
+    try:
+        parse_calendar(text)
+    except CalendarError as exc:
+        raise SystemdError(f"jobs.{name}.schedule: {exc.message}", exc.hint) from None
+    return _specifiers(text)
+
+
+# `systemctl status` talks to systemd over its private socket and reads the journal.
+FAILURE_SANDBOX = Sandbox(families=frozenset({"AF_UNIX"}))
+
+
+def render_failure_unit(config: Config, target: Target) -> str:
+    # %i: the failed unit's name as systemd wrote it into OnFailure=; %I would
+    # unescape its "-" into "/". No OnFailure= here: a failing notice must not loop.
+    unit = ["Description=phobos: failure notice for %i", "Documentation=man:phobos(1)"]
+    service = ["Type=oneshot",
+               f"ExecStart={_exec(target, 'notify', 'unit-failure')} %i",
+               "SyslogIdentifier=phobos-failure",
+               *hardening(config, FAILURE_SANDBOX | notify_sandbox(config, failure_hook=True))]
+    return _unit(target, [("Unit", unit), ("Service", service)])
+
+
+def _checked_uuid(name: str, uuid: str) -> str:
+    if not _UUID.match(uuid):
+        raise SystemdError(f"drives.{name}.luks_uuid: {uuid!r} is not a UUID",
+                           "copy it from `cryptsetup luksUUID DEVICE`")
+    return uuid
+
+
+def render_drive_service(config: Config, target: Target, name: str) -> str:
+    uuid = _checked_uuid(name, config.drives[name].luks_uuid)
+    device = device_unit(uuid)
+    unit = [_description(f"phobos: drive {name} plugged in (LUKS {uuid})"),
+            "Documentation=man:phobos(1)",
+            ON_FAILURE,
+            # Pulling the drive out stops the service, and ExecStopPost= cleans up.
+            f"BindsTo={device}", f"After={device}"]
+    sandbox = drive_sandbox(config, name)
+    service = [*_service_common(), *_namespace_lines(target, sandbox),
+               f"ExecStart={_exec(target, 'drive', 'attached', '--uuid', uuid)}",
+               f"ExecStopPost={_exec(target, 'drive', 'release', '--uuid', uuid)}",
+               f"SyslogIdentifier=phobos-drive-{name}",
+               *hardening(config, sandbox | notify_sandbox(config))]
+    sections: list[tuple[str, Iterable[str]]] = [("Unit", unit), ("Service", service)]
+    if config.systemd.drive_trigger == "device":
+        sections.append(("Install", [f"WantedBy={device}"]))
+    return _unit(target, sections)
+
+
+def render_udev_rules(config: Config, target: Target) -> str:
+    lines = [f"# Generated by phobos from {target.config}.",
+             "# Alternative drive trigger ([systemd] drive_trigger = \"udev\"): start a",
+             "# drive's service when the block device with its LUKS header UUID appears."]
+    for name, drive in sorted(config.drives.items()):
+        uuid = _checked_uuid(name, drive.luks_uuid)
+        lines.append(f'ACTION!="remove", SUBSYSTEM=="block", ENV{{ID_FS_TYPE}}=="crypto_LUKS", '
+                     f'ENV{{ID_FS_UUID}}=="{uuid}", TAG+="systemd", '
+                     f'ENV{{SYSTEMD_WANTS}}+="{drive_service(name)}"')
+    return "\n".join(lines) + "\n"
+
+
+def render(config: Config, target: Target) -> dict[str, str]:
+    """Every file for ``config``: ``{filename: text}``, units first, sorted by name.
+
+    Pure: reads nothing but its arguments. Raises SystemdError for a schedule systemd
+    would reject or a malformed drive UUID.
+    """
+    for name in config.systemd.sandbox:
+        if name not in config.jobs:
+            raise SystemdError(f"systemd.sandbox.{name}: no job named {name!r}"
+                               + suggest(name, config.jobs), "name a [jobs.NAME] table")
+    files: dict[str, str] = {FAILURE_UNIT: render_failure_unit(config, target)}
+    for name, job in config.jobs.items():
+        files[job_service(name)] = render_job_service(config, target, name)
+        if job.schedule:
+            files[job_timer(name)] = render_job_timer(config, target, name)
+    for name in config.drives:
+        files[drive_service(name)] = render_drive_service(config, target, name)
+    if config.drives:
+        files[UDEV_RULES] = render_udev_rules(config, target)
+    return dict(sorted(files.items()))
+
+
+def required_directories(config: Config) -> list[Path]:
+    """Directories that must exist for the units to start (their ``ReadWritePaths=``
+    without ``-``), created by :func:`install`."""
+    _, own = _managed(config)
+    needed = set(own)
+    for name in config.jobs:
+        needed |= job_sandbox(config, name).write
+    for drive in config.drives:
+        needed |= drive_sandbox(config, drive).write
+    return sorted(needed)
+
+
+# --- install / uninstall -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Installed:
+    """One file phobos installed: where (absolute, inside the root), the SHA-256 of what
+    it wrote, its unit name (None for the udev rules) and whether it was enabled."""
+
+    path: str
+    sha256: str
+    unit: str | None
+    enable: bool
+
+
+def manifest_path(config: Config, root: Path = Path("/")) -> Path:
+    return _under(root, config.paths.state / MANIFEST)
+
+
+def _under(root: Path, path: Path) -> Path:
+    return root / path.relative_to("/")
+
+
+def read_manifest(config: Config, root: Path = Path("/")) -> list[Installed] | None:
+    """What the last ``install`` into ``root`` wrote, or None if nothing is installed."""
+    path = manifest_path(config, root)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return [Installed(path=f["path"], sha256=f["sha256"], unit=f["unit"],
+                          enable=bool(f["enable"])) for f in data["files"]]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemdError(f"{path}: unreadable install manifest: {exc}",
+                           "remove the phobos-* units by hand, then delete this file"
+                           ) from None
+
+
+def _write_manifest(config: Config, root: Path, files: Sequence[Installed]) -> None:
+    data = {"version": 1, "files": [{"path": f.path, "sha256": f.sha256, "unit": f.unit,
+                                     "enable": f.enable} for f in files]}
+    _atomic_write(manifest_path(config, root), json.dumps(data, indent=2) + "\n", 0o600)
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def plan_files(config: Config, target: Target) -> list[tuple[Installed, str]]:
+    """Where each rendered file is installed and whether it gets enabled: timers, and
+    drive services when the device unit triggers them. The udev rules are installed
+    only with ``drive_trigger = "udev"``."""
+    planned: list[tuple[Installed, str]] = []
+    udev = config.systemd.drive_trigger == "udev"
+    for name, text in render(config, target).items():
+        if name == UDEV_RULES:
+            if udev:
+                planned.append((Installed(path=str(UDEV_DIR / name), sha256=_sha(text),
+                                          unit=None, enable=False), text))
+            continue
+        enable = name.endswith(".timer") or (name.startswith("phobos-drive-") and not udev)
+        planned.append((Installed(path=str(UNIT_DIR / name), sha256=_sha(text), unit=name,
+                                  enable=enable), text))
+    return planned
+
+
+def booted(root: Path) -> bool:
+    """Whether ``root`` is the running system and systemd is its init (sd_booted())."""
+    return root == Path("/") and Path("/run/systemd/system").is_dir()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Report:
+    """What install/uninstall did. ``kept``: files edited by hand since phobos wrote
+    them, left in place. ``live``: systemd was running and was told (reload, start)."""
+
+    written: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    kept: tuple[str, ...] = ()
+    enabled: tuple[str, ...] = ()
+    live: bool = False
+
+
+def install(config: Config, target: Target, root: Path = Path("/")) -> Report:
+    """Write the files under ``root``; remove what a previous install wrote that the
+    config no longer has; create the directories the units need; reload systemd, enable
+    (and start) the timers, enable device-triggered drive services; record it all in the
+    manifest. Without a running systemd (or with another root) units are only enabled,
+    offline, with ``systemctl --root``."""
+    planned = plan_files(config, target)
+    keep = {item.path for item, _ in planned}
+    stale = [f for f in read_manifest(config, root) or () if f.path not in keep]
+    live = booted(root)
+    _systemctl(root, live, "disable", *[f.unit for f in stale if f.unit and f.enable])
+    removed, kept = _remove_files(root, stale)
+    written: list[str] = []
+    unchanged: list[str] = []
+    for item, text in planned:
+        dest = _under(root, Path(item.path))
+        if dest.is_file() and dest.read_text(encoding="utf-8") == text:
+            unchanged.append(item.path)
+        else:
+            _atomic_write(dest, text, 0o644)
+            written.append(item.path)
+    for directory in required_directories(config):
+        _under(root, directory).mkdir(parents=True, exist_ok=True)
+    # Edited leftovers stay listed: uninstall reports them again.
+    _write_manifest(config, root, [*(item for item, _ in planned),
+                                   *(f for f in stale if f.path in kept)])
+    _reload(live, udev=any(f.unit is None for f in [*stale, *(i for i, _ in planned)]))
+    enabled = [item.unit for item, _ in planned if item.unit and item.enable]
+    _systemctl(root, live, "enable", *enabled)
+    return Report(written=tuple(written), unchanged=tuple(unchanged), removed=removed,
+                  kept=kept, enabled=tuple(enabled), live=live)
+
+
+def _atomic_write(dest: Path, text: str, mode: int) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.phobos-tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, mode)
+    os.replace(tmp, dest)
+
+
+def _remove_files(root: Path, files: Iterable[Installed]
+                  ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Remove files phobos wrote: (removed, kept because edited since)."""
+    removed: list[str] = []
+    kept: list[str] = []
+    for item in files:
+        dest = _under(root, Path(item.path))
+        try:
+            if _sha(dest.read_text(encoding="utf-8")) != item.sha256:
+                kept.append(item.path)
+                continue
+            dest.unlink()
+        except FileNotFoundError:
+            pass
+        removed.append(item.path)
+    return tuple(removed), tuple(kept)
+
+
+def _systemctl(root: Path, live: bool, verb: str, *units: str) -> None:
+    """``systemctl VERB UNITS``: timers with ``--now`` (started/stopped at once) when
+    systemd runs; other units only (never start or stop a sync); offline with
+    ``--root`` otherwise."""
+    from . import proc
+
+    if not live:
+        if units:
+            proc.run(["systemctl", f"--root={root}", verb, *units], timeout=120)
+        return
+    timers = [u for u in units if u.endswith(".timer")]
+    others = [u for u in units if not u.endswith(".timer")]
+    for group, extra in ((timers, ["--now"]), (others, [])):
+        if group:
+            proc.run(["systemctl", verb, *extra, *group], timeout=120)
+
+
+def _reload(live: bool, udev: bool) -> None:
+    from . import proc
+
+    if not live:
+        return
+    proc.run(["systemctl", "daemon-reload"], timeout=120)
+    if udev and Path("/run/udev/control").exists():
+        proc.run(["udevadm", "control", "--reload"], timeout=60)
+
+
+def uninstall(config: Config, root: Path = Path("/")) -> Report:
+    """Disable (stopping timers) and remove exactly what the manifest lists, then clear
+    the failed state of those units (a failed unit stays listed until reset); nothing
+    else. Running job services are left to finish."""
+    from . import proc
+
+    files = read_manifest(config, root)
+    live = booted(root)
+    if files is None:
+        return Report(live=live)
+    _systemctl(root, live, "disable", *[f.unit for f in files if f.unit and f.enable])
+    removed, kept = _remove_files(root, files)
+    _reload(live, udev=any(f.unit is None for f in files))
+    if live:
+        patterns = [f.unit.replace("@.", "@*.") for f in files if f.unit]
+        # Fails when none of them is loaded: nothing to reset then.
+        proc.run(["systemctl", "reset-failed", *patterns], timeout=60, check=False)
+    if kept:
+        _write_manifest(config, root, [f for f in files if f.path in kept])
+    else:
+        manifest_path(config, root).unlink(missing_ok=True)
+    return Report(removed=removed, kept=kept, live=live)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listed:
+    path: str
+    unit: str | None
+    state: str  # installed | outdated | modified | missing
+
+
+def listing(config: Config, target: Target, root: Path = Path("/")) -> list[Listed]:
+    """The installed files and whether each still matches what phobos would write now:
+    ``outdated`` (the config changed: run install), ``modified`` (edited by hand),
+    ``missing`` (deleted by hand)."""
+    current = {item.path: item.sha256 for item, _ in plan_files(config, target)}
+    rows = []
+    for item in read_manifest(config, root) or ():
+        dest = _under(root, Path(item.path))
+        if not dest.is_file():
+            state = "missing"
+        elif _sha(dest.read_text(encoding="utf-8")) != item.sha256:
+            state = "modified"
+        elif current.get(item.path) != item.sha256:
+            state = "outdated"
+        else:
+            state = "installed"
+        rows.append(Listed(path=item.path, unit=item.unit, state=state))
+    return rows

@@ -1,0 +1,148 @@
+"""The backup mount namespace for real: created by the CLI, the storage device mounted only
+inside it, invisible outside, host mounts made later invisible inside, jobs that touch
+the storage run inside it, and destroy leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from test_drive_sync import Loops, sh
+
+from conftest import Sandbox
+
+
+@dataclass
+class Storage:
+    sandbox: Sandbox
+    device: str
+    root: Path
+
+    def host_mounts(self) -> list[str]:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+        return [line.split()[4] for line in lines
+                if line.split()[4].startswith(str(self.sandbox.root))]
+
+
+@pytest.fixture
+def storage(sandbox: Sandbox) -> Iterator[Storage]:
+    """A loop-device ext4 holding ``marker``, configured as ``[storage] device``."""
+    loops = Loops(sandbox.root)
+    content = sandbox.root / "content"
+    content.mkdir()
+    (content / "marker").write_text("only inside\n")
+    img = sandbox.root / "storage.img"
+    sh("truncate", "-s", "32M", str(img))
+    sh("mkfs.ext4", "-q", "-d", str(content), str(img))
+    device = loops.attach(img)
+    root = sandbox.root / "backup"
+    sandbox.write(f"""
+        [storage]
+        root = "{root}"
+        holding = "{root}/holding"
+        device = "{device}"
+
+        [jobs.inside]
+        kind = "command"
+        argv = ["cat", "{root}/marker"]
+        reads = ["storage"]
+
+        [jobs.outside]
+        kind = "command"
+        argv = ["cat", "{root}/marker"]
+        writes = ["custom:other"]
+        """)
+    fixture = Storage(sandbox=sandbox, device=device, root=root)
+    try:
+        yield fixture
+    finally:
+        sandbox.phobos("ns", "destroy", "--force")
+        for point in reversed(fixture.host_mounts()):
+            subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+        loops.cleanup()
+
+
+def status(sandbox: Sandbox) -> dict[str, object]:
+    out = sandbox.phobos("ns", "status", "--json")
+    assert out.returncode == 0, out.stderr
+    result: dict[str, object] = json.loads(out.stdout)
+    return result
+
+
+def test_storage_is_mounted_only_inside(storage: Storage) -> None:
+    out = storage.sandbox.phobos("ns", "create")
+    assert out.returncode == 0, out.stderr
+
+    got = status(storage.sandbox)
+    assert got["alive"] is True and got["invisible_outside"] is True
+    hidden = {m["mountpoint"]: m for m in got["hidden"]}  # type: ignore[attr-defined]
+    assert hidden[str(storage.root)]["source"] == storage.device
+    # outside: not a mount point, the file is not there
+    assert str(storage.root) not in storage.host_mounts()
+    assert not (storage.root / "marker").exists()
+    inside = storage.sandbox.phobos("ns", "enter", "cat", str(storage.root / "marker"))
+    assert inside.returncode == 0 and inside.stdout == "only inside\n"
+    text = storage.sandbox.phobos("ns", "status").stdout
+    assert f"{storage.root}  ext4 {storage.device}  outside: not mounted" in text
+    assert "invisible outside: yes" in text
+
+
+def test_create_is_idempotent_even_when_racing(storage: Storage) -> None:
+    racers = [storage.sandbox.start("ns", "create") for _ in range(4)]
+    for racer in racers:
+        _, err = racer.communicate(timeout=60)
+        assert racer.returncode == 0, err
+    first = status(storage.sandbox)
+    assert storage.sandbox.phobos("ns", "create").returncode == 0
+    assert status(storage.sandbox)["id"] == first["id"]
+    ns_file = str(storage.sandbox.run_dir / "ns" / "mnt")
+    assert storage.host_mounts().count(ns_file) == 1
+    assert storage.host_mounts().count(str(storage.sandbox.run_dir / "ns")) == 1
+    inside = storage.sandbox.phobos("ns", "enter", "grep", "-c", str(storage.root),
+                                    "/proc/self/mountinfo")
+    assert inside.stdout.strip() == "1"  # the storage was mounted once
+
+
+def test_host_mounts_made_later_are_invisible_inside(storage: Storage) -> None:
+    assert storage.sandbox.phobos("ns", "create").returncode == 0
+    later = storage.sandbox.root / "later"
+    later.mkdir()
+    sh("mount", "-t", "tmpfs", "-o", "size=1m", "later-tmpfs", str(later))
+    try:
+        inside = storage.sandbox.phobos("ns", "enter", "grep", "later-tmpfs",
+                                        "/proc/self/mountinfo")
+        assert inside.returncode == 1  # not found inside
+    finally:
+        sh("umount", str(later))
+
+
+def test_jobs_touching_the_storage_run_inside(storage: Storage) -> None:
+    inside = storage.sandbox.phobos("run", "inside")
+    assert inside.returncode == 0, inside.stderr
+    assert "joining the backup mount namespace" in inside.stderr
+    assert "only inside" in inside.stderr  # the job's output, echoed
+
+    outside = storage.sandbox.phobos("run", "outside")
+    assert outside.returncode == 1
+    assert "No such file or directory" in outside.stderr
+
+
+def test_destroy_leaves_nothing_behind(storage: Storage) -> None:
+    assert storage.sandbox.phobos("ns", "create").returncode == 0
+    assert storage.host_mounts()
+
+    out = storage.sandbox.phobos("ns", "destroy")
+
+    assert out.returncode == 0, out.stderr
+    assert "backup namespace dropped" in out.stdout
+    assert storage.host_mounts() == []
+    devno = sh("lsblk", "-dno", "MAJ:MIN", storage.device).stdout.strip()
+    assert list(Path(f"/sys/dev/block/{devno}/holders").iterdir()) == []
+    gone = storage.sandbox.phobos("ns", "status")
+    assert gone.returncode == 3 and "no backup namespace" in gone.stdout
+    again = storage.sandbox.phobos("ns", "destroy")
+    assert again.returncode == 0 and "no backup namespace to drop" in again.stdout

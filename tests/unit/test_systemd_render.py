@@ -1,0 +1,225 @@
+"""Unit rendering (pure): golden files for whole configs, escaping and quoting tables, and
+the sandbox each kind gets. Regenerate the golden files with UPDATE_GOLDEN=1 and review
+the diff."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from phobos.config import Config, parse
+from phobos.systemd import (
+    SystemdError,
+    Target,
+    device_unit,
+    escape_path,
+    quote_arg,
+    quote_path,
+    render,
+    required_directories,
+    timespan,
+)
+
+GOLDEN = Path(__file__).parent / "golden" / "systemd"
+TARGET = Target(executable=Path("/usr/bin/phobos"), config=Path("/etc/phobos/phobos.toml"))
+
+# The seed's NAS: backup filesystem hidden in the namespace, LED, failure mail, two
+# off-site drives, the weekly check, a pull, and a command that pulls over SSH itself.
+SEED = (GOLDEN / "seed.toml").read_text()
+
+# No namespace, phobos's directories off the standard roots, Borg with its own base
+# directory, a path with a space, the udev drive trigger, a file LED, mail through the
+# local MTA for every warning.
+PLAIN = (GOLDEN / "plain.toml").read_text()
+
+
+def _config(text: str) -> Config:
+    return parse(tomllib.loads(text), Path("/etc/phobos/phobos.toml"), text)
+
+
+@pytest.mark.parametrize("case, text", [("seed", SEED), ("plain", PLAIN)])
+def test_golden(case: str, text: str) -> None:
+    files = render(_config(text), TARGET)
+    directory = GOLDEN / case
+    if os.environ.get("UPDATE_GOLDEN"):
+        directory.mkdir(parents=True, exist_ok=True)
+        for old in directory.iterdir():
+            old.unlink()
+        for name, body in files.items():
+            (directory / name).write_text(body)
+    expected = {p.name: p.read_text() for p in sorted(directory.iterdir())}
+    assert sorted(files) == sorted(expected), "run with UPDATE_GOLDEN=1 and review"
+    for name, body in files.items():
+        assert body == expected[name], f"{name} differs: run with UPDATE_GOLDEN=1 and review"
+
+
+def _lines(text: str, key: str) -> list[str]:
+    return [line.split("=", 1)[1] for line in text.splitlines() if line.startswith(f"{key}=")]
+
+
+def test_every_job_gets_a_service_and_scheduled_ones_a_timer() -> None:
+    files = render(_config(SEED), TARGET)
+    for job in ("backup-luv", "nightly", "check", "sync-nuhc", "offsite"):
+        service = files[f"phobos-job-{job}.service"]
+        assert _lines(service, "Type") == ["oneshot"]
+        assert _lines(service, "SuccessExitStatus") == ["3"]
+        assert _lines(service, "OnFailure") == ["phobos-failure@%n.service"]
+    assert "phobos-job-offsite.timer" not in files
+    assert "--trigger manual" in files["phobos-job-offsite.service"]
+    timer = files["phobos-job-nightly.timer"]
+    assert _lines(timer, "OnCalendar") == ["*-*-* 03:00"]
+    assert _lines(timer, "Persistent") == ["true"]
+    assert _lines(timer, "RandomizedDelaySec") == ["10min"]
+    assert _lines(timer, "WantedBy") == ["timers.target"]
+    assert "run nightly --trigger timer" in files["phobos-job-nightly.service"]
+
+
+def test_failure_template_passes_the_unit_name_unescaped() -> None:
+    text = render(_config(SEED), TARGET)["phobos-failure@.service"]
+    assert _lines(text, "ExecStart") == [
+        "/usr/bin/phobos -c /etc/phobos/phobos.toml notify unit-failure %i"]
+    assert "OnFailure" not in text  # a failing notice must not loop
+
+
+def test_drive_units_follow_the_luks_uuid() -> None:
+    files = render(_config(SEED), TARGET)
+    drive = files["phobos-drive-ext-a.service"]
+    device = r"dev-disk-by\x2duuid-2f1e6b1c\x2d1b8e\x2d4f37\x2d9d53\x2d0c5d0a8e6f11.device"
+    assert _lines(drive, "WantedBy") == [device]
+    assert _lines(drive, "BindsTo") == [device]
+    assert _lines(drive, "ExecStart") == [
+        "/usr/bin/phobos -c /etc/phobos/phobos.toml drive attached "
+        "--uuid 2f1e6b1c-1b8e-4f37-9d53-0c5d0a8e6f11"]
+    assert _lines(drive, "ExecStopPost") == [
+        "/usr/bin/phobos -c /etc/phobos/phobos.toml drive release "
+        "--uuid 2f1e6b1c-1b8e-4f37-9d53-0c5d0a8e6f11"]
+    rules = files["90-phobos-drives.rules"]
+    assert ('ENV{ID_FS_UUID}=="A2EA-96ED", TAG+="systemd", '
+            'ENV{SYSTEMD_WANTS}+="phobos-drive-ext-b.service"') in rules
+
+
+def test_udev_trigger_leaves_drive_units_without_install() -> None:
+    files = render(_config(PLAIN), TARGET)
+    assert "[Install]" not in files["phobos-drive-ext-a.service"]
+
+
+@pytest.mark.parametrize("path, escaped", [
+    ("/dev/disk/by-uuid/A2EA-96ED", r"dev-disk-by\x2duuid-A2EA\x2d96ED"),
+    ("/", "-"),
+    ("//a//b/./c/", "a-b-c"),
+    ("/.hidden/x y", r"\x2ehidden-x\x20y"),
+    ("/mnt/ä:b_c.d", r"mnt-\xc3\xa4:b_c.d"),
+])
+def test_escape_path(path: str, escaped: str) -> None:
+    assert escape_path(path) == escaped
+
+
+def test_device_unit() -> None:
+    assert device_unit("A2EA-96ED") == r"dev-disk-by\x2duuid-A2EA\x2d96ED.device"
+
+
+@pytest.mark.parametrize("arg, quoted", [
+    ("/usr/bin/phobos", "/usr/bin/phobos"),
+    ("50%", "50%%"),
+    ("$HOME", "$$HOME"),
+    ("a b", '"a b"'),
+    ('say "hi"', '"say \\"hi\\""'),
+    ("back\\slash", '"back\\\\slash"'),
+    ("", '""'),
+    ("semi;colon", '"semi;colon"'),
+])
+def test_quote_arg(arg: str, quoted: str) -> None:
+    assert quote_arg(arg) == quoted
+
+
+def test_quote_path_keeps_dollars() -> None:
+    assert quote_path("/srv/$x 1%") == '"/srv/$x 1%%"'
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (0, "0"), (45, "45s"), (600, "10min"), (5400, "1h 30min"), (93600, "1d 2h")])
+def test_timespan(seconds: float, text: str) -> None:
+    assert timespan(seconds) == text
+
+
+def _service(text: str, job: str) -> str:
+    return render(_config(text), TARGET)[f"phobos-job-{job}.service"]
+
+
+def test_sandbox_per_kind() -> None:
+    pull = _service(SEED, "backup-luv")
+    assert _lines(pull, "RestrictAddressFamilies") == ["AF_INET AF_INET6"]
+    assert "RestrictSUIDSGID=yes" not in pull  # a pull keeps setuid/setgid bits
+    assert _lines(pull, "ProtectHome") == ["yes"]
+    check = _service(SEED, "check")
+    assert _lines(check, "RestrictAddressFamilies") == ["none"]
+    assert _lines(check, "PrivateNetwork") == ["yes"]
+    assert _lines(check, "SystemCallFilter") == ["@system-service", "~@privileged @resources"]
+    # Borg's default cache and keys under /root, bound into an otherwise empty /root.
+    assert _lines(check, "ProtectHome") == ["tmpfs"]
+    assert "/root/.cache/borg /root/.config/borg" in _lines(check, "BindPaths")
+    archive = _service(SEED, "nightly")
+    assert _lines(archive, "ProtectHome") == ["read-only"]  # it archives /home
+    offsite = _service(SEED, "offsite")
+    assert _lines(offsite, "PrivateDevices") == ["no"]
+    assert "block-* rw" in _lines(offsite, "DeviceAllow")
+
+
+def test_namespace_jobs_create_it_outside_the_sandbox() -> None:
+    archive = _service(SEED, "nightly")
+    assert _lines(archive, "ExecStartPre") == [
+        "+/usr/bin/phobos -c /etc/phobos/phobos.toml ns create"]
+    assert _lines(archive, "RestrictNamespaces") == ["mnt"]
+    assert "CAP_SYS_ADMIN" in _lines(archive, "CapabilityBoundingSet")[0]
+    plain = _service(PLAIN, "check")
+    assert "ExecStartPre" not in plain
+    assert _lines(plain, "RestrictNamespaces") == ["yes"]
+
+
+def test_sandbox_override_and_channels() -> None:
+    command = _service(SEED, "sync-nuhc")
+    assert _lines(command, "RestrictAddressFamilies") == ["AF_INET AF_INET6"]
+    plain = _service(PLAIN, "a.b_c-d")
+    # A command gets no network unless [systemd.sandbox.NAME] says so; but the local MTA
+    # (warnings are mailed from the job) needs its spool, setgid and sockets.
+    assert _lines(plain, "NoNewPrivileges") == ["no"]
+    assert "-/var/spool/postfix" in _lines(plain, "ReadWritePaths")[0]
+    assert _lines(plain, "ProtectHome") == ["read-only"]  # cwd is in /home
+
+
+def test_failure_mail_is_left_to_the_hook() -> None:
+    files = render(_config(SEED), TARGET)
+    assert _lines(files["phobos-job-check.service"], "PrivateNetwork") == ["yes"]
+    hook = files["phobos-failure@.service"]
+    assert "AF_INET" in _lines(hook, "RestrictAddressFamilies")[0]
+
+
+def test_required_directories() -> None:
+    assert required_directories(_config(PLAIN)) == [
+        Path("/srv/phobos/borg"), Path("/srv/phobos/log"), Path("/srv/phobos/run"),
+        Path("/srv/phobos/state")]
+    assert Path("/root/.cache/borg") in required_directories(_config(SEED))
+
+
+def test_bad_schedule_and_uuid_are_refused() -> None:
+    # The config loader refuses these already; rendering checks again because a
+    # newline in OnCalendar= or a quote in a udev rule would change their meaning.
+    config = _config(SEED)
+    job = dataclasses.replace(config.jobs["check"], schedule="Sun 07:00\nExecStart=/x")
+    broken = dataclasses.replace(config, jobs={**config.jobs, "check": job})
+    with pytest.raises(SystemdError, match=r"jobs\.check\.schedule"):
+        render(broken, TARGET)
+    drive = dataclasses.replace(config.drives["ext-a"], luks_uuid='x", RUN+="/bin/sh')
+    broken = dataclasses.replace(config, drives={**config.drives, "ext-a": drive})
+    with pytest.raises(SystemdError, match=r"drives\.ext-a\.luks_uuid"):
+        render(broken, TARGET)
+
+
+def test_sandbox_for_an_unknown_job_is_refused() -> None:
+    text = SEED.replace("[systemd.sandbox.sync-nuhc]", "[systemd.sandbox.sync-nuch]")
+    with pytest.raises(SystemdError, match="did you mean 'sync-nuhc'"):
+        render(_config(text), TARGET)
