@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_daemon(verbs)
     _add_calendar(verbs)
     _add_demo(verbs)
+    _add_completion(verbs)
     cli_host.register(verbs)
     cli_drive.register(verbs)
     cli_repo.register(verbs)
@@ -142,6 +143,12 @@ def _add_calendar(verbs: Any) -> None:
                      help="how many elapses to show (default 1)")
     sub.add_argument("--base-time", metavar="TIME",
                      help="compute from this time ('YYYY-MM-DD HH:MM:SS [UTC]'), not now")
+
+
+def _add_completion(verbs: Any) -> None:
+    sub = _verb(verbs, "completion", "print the shell completion script "
+                "(bash: `source <(phobos completion bash)`)", cmd_completion)
+    sub.add_argument("shell", choices=["bash"], help="the shell")
 
 
 def _add_demo(verbs: Any) -> None:
@@ -438,6 +445,13 @@ def _parse_base_time(text: str | None, zone: Any) -> datetime:
             continue
         return moment.replace(tzinfo=UTC if utc else zone)
     raise UsageError(f"--base-time {text!r}: use 'YYYY-MM-DD HH:MM:SS', optionally + ' UTC'")
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from .completion import bash_script
+
+    print(bash_script(build_parser()), end="")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
