@@ -14,7 +14,6 @@ runner records them as interrupted) and are reaped before the daemon exits.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import threading
@@ -27,6 +26,7 @@ from types import FrameType
 
 from . import proc
 from .config import Config
+from .files import write_atomic
 from .schedule import calendar_of
 
 OVERDUE_EVERY = timedelta(hours=1)
@@ -49,10 +49,8 @@ class DaemonState:
             return cls(path)
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"fired": self.fired}, sort_keys=True))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps({"fired": self.fired}, sort_keys=True),
+                     parents=True)
 
 
 def due_jobs(config: Config, state: DaemonState, now: datetime,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import Busy, PhobosError
+from .files import write_atomic
 from .model import BusyPolicy, format_duration
 
 POLL_SECONDS = 0.2
@@ -124,9 +125,7 @@ class LockSet:
         record = self.directory / f"{_file_stem(res.name)}.{os.getpid()}.holder"
         data = {"resource": res.name, "job": self.job, "run_id": self.run_id,
                 "pid": os.getpid(), "since": time.time(), "write": res.write}
-        tmp = record.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(record)
+        write_atomic(record, json.dumps(data))
         return record
 
     def release(self) -> None:

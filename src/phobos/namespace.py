@@ -44,6 +44,7 @@ from typing import NoReturn
 from . import proc
 from .config import Config
 from .errors import PhobosError, StepFailed, UsageError
+from .files import write_atomic
 from .locks import Resource
 from .step import Step
 from .tools import mount as mnt
@@ -185,9 +186,7 @@ def _create(ns: Namespace, entries: Sequence[MountEntry], run: StepRunner) -> No
 
 
 def _record_id(ns: Namespace) -> None:
-    tmp = ns.id_file.with_suffix(".tmp")
-    tmp.write_text(f"{ns.file.stat().st_ino}\n")
-    tmp.replace(ns.id_file)
+    write_atomic(ns.id_file, f"{ns.file.stat().st_ino}\n")
 
 
 def _require_single_thread() -> None:

@@ -10,12 +10,12 @@ succeeds again (it is then no longer overdue and its record is dropped).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 from .config import Config
+from .files import write_atomic
 from .history import History
 from .notify.base import EventKind, RunEvent, dispatch
 
@@ -44,9 +44,7 @@ def _load(path: Path) -> dict[str, float]:
 
 
 def _save(path: Path, data: dict[str, float]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, sort_keys=True))
 
 
 def notify_new_episodes(config: Config, overdue: dict[str, float],

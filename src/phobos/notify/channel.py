@@ -13,7 +13,6 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import PhobosError
+from ..files import write_atomic
 from ..model import Outcome, format_duration
 from .base import EventKind, RunEvent
 
@@ -207,7 +207,7 @@ class SentLedger:
             channels = set(entry.get("channels", ())) if entry.get("run_id") == run_id else set()
             jobs[job] = {"run_id": run_id, "channels": sorted(channels | {channel}),
                          "at": datetime.now(UTC).isoformat(timespec="seconds")}
-            _write_atomic(self.path, json.dumps({"version": 1, "jobs": jobs}, indent=2) + "\n")
+            write_atomic(self.path, json.dumps({"version": 1, "jobs": jobs}, indent=2) + "\n")
 
     def channels(self, job: str, run_id: int) -> frozenset[str]:
         """The channels that delivered the failure of run ``run_id`` of ``job``."""
@@ -237,19 +237,6 @@ class SentLedger:
             yield
         finally:
             os.close(fd)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            os.fchmod(handle.fileno(), 0o644)
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import KW_ONLY, dataclass, field, fields, replace
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from phobos.errors import PhobosError
+from phobos.files import write_atomic
 from phobos.model import LedState, Outcome, Trigger
 
 
@@ -347,7 +347,7 @@ class LedTracker:
 
     def _save(self, book: LedBook) -> None:
         try:
-            _write_atomic(self.path, _dump(book))
+            write_atomic(self.path, _dump(book), durable=True)  # a latched red survives
         except OSError as exc:
             raise _state_error(self.path, exc) from exc
 
@@ -419,22 +419,6 @@ def _failure_from(item: dict[str, Any]) -> LatchedFailure:
 def _safe_drive_from(item: dict[str, Any]) -> SafeDrive:
     return SafeDrive(drive=str(item["drive"]), job=str(item["job"]), run_id=str(item["run_id"]),
                      at=datetime.fromisoformat(item["at"]))
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` by ``data``: readers see the old or the new content, never a mix."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o644)  # mkstemp's 0600 would hide it from readers
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -621,7 +605,7 @@ class FileDriver:
     def set(self, state: LedState) -> None:
         """Replace the file's content by ``state``; LedUnavailable if it cannot be written."""
         try:
-            _write_atomic(self.path, f"{state}\n".encode())
+            write_atomic(self.path, f"{state}\n".encode())
         except OSError as exc:
             raise LedUnavailable(f"cannot write the LED state to {self.path}: {exc.strerror}",
                                  hint="check that the directory exists and phobos may write it"

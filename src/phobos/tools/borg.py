@@ -30,6 +30,7 @@ from typing import Any
 
 from .. import proc
 from ..errors import ToolMissing
+from ..files import write_atomic
 
 MIN_VERSION = (1, 2, 0)
 WARNING_CODES_MODERN = tuple(range(100, 128))
@@ -121,10 +122,8 @@ def _store_version(path: str, cache: Path | None, version: tuple[int, int, int])
     with contextlib.suppress(OSError, ValueError):
         known = json.loads(cache.read_text()) if cache.exists() else {}
         known[path] = {"identity": _identity(path), "version": list(version)}
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known))
-        tmp.replace(cache)  # atomic: parallel jobs never read a half-written file
+        # atomic: parallel jobs never read half a file
+        write_atomic(cache, json.dumps(known), parents=True)
 
 
 # --- reaching one repository ----------------------------------------------------------

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import re
 import shlex
 from collections.abc import Iterable, Sequence
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import StepFailed
+from ..files import write_atomic
 
 PULL_KEY = "pull_ed25519"
 KNOWN_HOSTS = "known_hosts"
@@ -173,10 +173,7 @@ def pin(known_hosts: Path, alias: str, keys: Sequence[HostKey]) -> None:
         old = []
     kept = [line for line in old if not _names(line, alias)]
     lines = [*kept, *(f"{alias} {key.type} {key.blob}" for key in keys)]
-    tmp = known_hosts.with_name(f".{known_hosts.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-    tmp.chmod(0o644)
-    tmp.replace(known_hosts)
+    write_atomic(known_hosts, "".join(f"{line}\n" for line in lines))
 
 
 def _names(line: str, alias: str) -> bool:
