@@ -13,9 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, cli_drive, cli_host, cli_notify, cli_repo, cli_systemd
-from .errors import ExitCode
+from .cli_common import json_flag, load_config, no_action, print_json, verb
+from .cli_common import when as when
 
 Handler = Callable[[argparse.Namespace], int]
+
+# The names the verb modules import from here (kept for them; defined in cli_common).
+_verb, _json_flag, _load, _print_json = verb, json_flag, load_config, print_json
+cmd_config_help = no_action
 
 EXIT_CODES_HELP = """exit codes:
   0   success (also a job that finished with warnings)
@@ -54,16 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
     cli_notify.register(verbs)
     cli_systemd.register(verbs)
     return parser
-
-
-def _verb(verbs: Any, name: str, help_text: str, handler: Handler) -> argparse.ArgumentParser:
-    sub: argparse.ArgumentParser = verbs.add_parser(name, help=help_text, description=help_text)
-    sub.set_defaults(handler=handler)
-    return sub
-
-
-def _json_flag(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--json", action="store_true", help="machine-readable output (stable)")
 
 
 def _add_run(verbs: Any) -> None:
@@ -169,17 +164,6 @@ def _positive_int(text: str) -> int:
 # --- helpers -----------------------------------------------------------------------------
 
 
-def _load(args: argparse.Namespace) -> Any:
-    from .config import config_path, load
-
-    return load(config_path(args.config))
-
-
-def _print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=True)
-    sys.stdout.write("\n")
-
-
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A plain text table, columns padded to their widest cell."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
@@ -188,10 +172,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
               for r in rows]
     return "\n".join(lines)
-
-
-def when(ts: float | None) -> str:
-    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
 
 
 def _open_history(config: Any) -> Any:
@@ -317,10 +297,6 @@ def cmd_locks(args: argparse.Namespace) -> int:
              when(h.since)] for h in found]
     print(table(["RESOURCE", "MODE", "JOB", "RUN", "PID", "SINCE"], rows))
     return 0
-
-
-def cmd_config_help(args: argparse.Namespace) -> int:  # pragma: no cover - argparse requires
-    return int(ExitCode.USAGE)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:

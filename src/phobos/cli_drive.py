@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import os
 import re
 import socket
@@ -15,6 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .cli_common import json_flag as _json
+from .cli_common import load_config as _load
+from .cli_common import no_action as _help
+from .cli_common import print_json as _print_json
+from .cli_common import say as _say
+from .cli_common import verb as _action
 from .errors import ExitCode, UsageError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -32,17 +37,6 @@ def register(verbs: Any) -> None:
     actions = drive.add_subparsers(dest="action", metavar="ACTION", required=True)
     _add_drive_init(actions)
     _add_drive_misc(actions)
-
-
-def _action(actions: Any, name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
-    sub: argparse.ArgumentParser = actions.add_parser(name, help=help_text,
-                                                      description=help_text)
-    sub.set_defaults(handler=handler)
-    return sub
-
-
-def _json(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--json", action="store_true", help="machine-readable output (stable)")
 
 
 def _add_ns(actions: Any) -> None:
@@ -101,25 +95,6 @@ def _add_drive_misc(actions: Any) -> None:
     sub.add_argument("name", help="drive name")
     sub.add_argument("--borg-key", action="store_true",
                      help="include `borg key export --paper` of each repository copied")
-
-
-def _help(args: argparse.Namespace) -> int:  # pragma: no cover - argparse requires an action
-    return int(ExitCode.USAGE)
-
-
-def _load(args: argparse.Namespace) -> Any:
-    from .config import config_path, load
-
-    return load(config_path(args.config))
-
-
-def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def _print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=True)
-    sys.stdout.write("\n")
 
 
 # --- ns --------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .cli_common import verb as _action
 from .errors import ExitCode, UsageError
 
 
@@ -22,13 +23,6 @@ def register(verbs: Any) -> None:
     _add_add(actions, _json_flag)
     _add_test(actions, _json_flag)
     _add_rekey(actions, _json_flag)
-
-
-def _action(actions: Any, name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
-    sub: argparse.ArgumentParser = actions.add_parser(name, help=help_text,
-                                                      description=help_text)
-    sub.set_defaults(handler=handler)
-    return sub
 
 
 def _confirm_flags(sub: argparse.ArgumentParser) -> None:

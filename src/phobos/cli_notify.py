@@ -10,6 +10,10 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .cli_common import load_config as _load
+from .cli_common import no_action as _need_action
+from .cli_common import print_json as _print_json
+from .cli_common import verb as _action
 from .errors import ExitCode, UsageError
 from .model import LedState
 
@@ -51,29 +55,6 @@ def register(verbs: Any) -> None:
                    "failure)", cmd_notify_unit_failure)
     unit.add_argument("unit", help="the failed unit's name (%%i in phobos-failure@.service)")
     _json_flag(unit)
-
-
-def _action(actions: Any, name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
-    sub: argparse.ArgumentParser = actions.add_parser(name, help=help_text,
-                                                      description=help_text)
-    sub.set_defaults(handler=handler)
-    return sub
-
-
-def _need_action(args: argparse.Namespace) -> int:  # pragma: no cover - argparse requires one
-    return int(ExitCode.USAGE)
-
-
-def _load(args: argparse.Namespace) -> Any:
-    from .cli import _load
-
-    return _load(args)
-
-
-def _print_json(data: Any) -> None:
-    from .cli import _print_json
-
-    _print_json(data)
 
 
 # --- led -------------------------------------------------------------------------------------

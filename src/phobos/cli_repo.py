@@ -8,18 +8,22 @@ Borg wait behind a running job.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import time
 from pathlib import Path
 from typing import Any
+
+from .cli_common import json_flag as _json
+from .cli_common import load_config as _load
+from .cli_common import no_action as _no_action
+from .cli_common import print_json as _print_json
+from .cli_common import say as _echo
+from .cli_common import verb
+from .cli_common import when as _when
 
 
 def register(verbs: Any) -> None:
     """Add ``repo`` and its actions to the top-level subparsers."""
-    sub: argparse.ArgumentParser = verbs.add_parser(
-        "repo", help="Borg repositories: init, info, list, key-export, drill",
-        description="Borg repositories: init, info, list, key-export, drill")
+    sub = verb(verbs, "repo", "Borg repositories: init, info, list, key-export, drill",
+               _no_action)
     actions = sub.add_subparsers(dest="action", metavar="ACTION", required=True)
     _action(actions, "init", "create the repository (encryption from the config)", cmd_init)
     info = _action(actions, "info", "repository details, last archive, check coverage",
@@ -44,35 +48,10 @@ def register(verbs: Any) -> None:
 
 def _action(actions: Any, name: str, help_text: str, handler: Any,
             name_optional: bool = False) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = actions.add_parser(name, help=help_text,
-                                                         description=help_text)
+    parser = verb(actions, name, help_text, handler)
     parser.add_argument("name", nargs="?" if name_optional else None,
                         help="repository name ([repos.NAME] in the config)")
-    parser.set_defaults(handler=handler)
     return parser
-
-
-def _json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-
-
-def _load(args: argparse.Namespace) -> Any:
-    from .config import config_path, load
-
-    return load(config_path(args.config))
-
-
-def _echo(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def _print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=True)
-    sys.stdout.write("\n")
-
-
-def _when(ts: float | None) -> str:
-    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
 
 
 def _open(args: argparse.Namespace) -> tuple[Any, Any, Any]:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .cli_common import verb as _action
 from .errors import ExitCode, UsageError
 
 
@@ -34,13 +35,6 @@ def register(verbs: Any) -> None:
                                 help="operate on another root file system (an image); "
                                 "systemd is then neither reloaded nor started")
     _json_flag(listing)
-
-
-def _action(actions: Any, name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
-    sub: argparse.ArgumentParser = actions.add_parser(name, help=help_text,
-                                                      description=help_text)
-    sub.set_defaults(handler=handler)
-    return sub
 
 
 def _target(args: argparse.Namespace, config: Any) -> Any:

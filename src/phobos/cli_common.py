@@ -1,0 +1,50 @@
+"""Helpers every command-line module uses: building verbs, loading the config, output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .errors import ExitCode
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def verb(parent: Any, name: str, help_text: str, handler: Handler) -> argparse.ArgumentParser:
+    """A (sub)command of ``parent`` (an argparse subparsers object) run by ``handler``."""
+    sub: argparse.ArgumentParser = parent.add_parser(name, help=help_text,
+                                                     description=help_text)
+    sub.set_defaults(handler=handler)
+    return sub
+
+
+def json_flag(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--json", action="store_true", help="machine-readable output (stable)")
+
+
+def no_action(args: argparse.Namespace) -> int:  # pragma: no cover - argparse requires one
+    return int(ExitCode.USAGE)
+
+
+def load_config(args: argparse.Namespace) -> Any:
+    from .config import config_path, load
+
+    return load(config_path(args.config))
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def say(line: str) -> None:
+    """Progress for a person, on stderr (stdout may be --json)."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
