@@ -223,6 +223,7 @@ def status_entries(config: Any, history: Any, now: datetime) -> list[dict[str, A
 
 def cmd_status(args: argparse.Namespace) -> int:
     from .model import format_duration
+    from .summaries import summary
 
     config = _load(args)
     history = _open_history(config)
@@ -238,8 +239,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows.append([entry["job"], entry["kind"], outcome + (" (OVERDUE)" if entry["overdue"]
                                                              else ""),
                      when(last.get("started")), format_duration(last.get("duration")),
-                     when(entry["next_run"]) if entry["schedule"] else "on trigger"])
-    print(table(["JOB", "KIND", "LAST", "WHEN", "TOOK", "NEXT"], rows))
+                     when(entry["next_run"]) if entry["schedule"] else "on trigger",
+                     summary(entry["kind"], last.get("stats"))[:60]])
+    print(table(["JOB", "KIND", "LAST", "WHEN", "TOOK", "NEXT", "DETAIL"], rows))
     return 0
 
 
