@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from . import __version__, cli_drive, cli_host, cli_notify, cli_repo, cli_systemd
+from . import __version__, cli_drive, cli_host, cli_notify, cli_repo, cli_systemd, cli_web
 from .cli_common import json_flag, load_config, no_action, print_json, verb
 from .cli_common import when as when
 
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_repo.register(verbs)
     cli_notify.register(verbs)
     cli_systemd.register(verbs)
+    cli_web.register(verbs)
     return parser
 
 

@@ -285,6 +285,22 @@ class SystemdConfig:
         "cannot derive (a `command` that pulls over SSH).")
 
 
+def _listen_problem(text: str) -> str | None:
+    from .web.address import listen_problem
+
+    return listen_problem(text)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebConfig:
+    listen: str = setting("127.0.0.1:8470", check=_listen_problem,
+                          doc="Where `phobos web` listens: `HOST:PORT` or `[IPV6]:PORT`. "
+                          "Anything but loopback needs `token_file`.")
+    token_file: Path | None = setting(None, doc="File holding the dashboard's access token "
+                                      "(16+ characters, not world-readable); when set, every "
+                                      "request must carry it.")
+
+
 # --- the whole file ------------------------------------------------------------------
 
 
@@ -299,6 +315,7 @@ class Config:
     jobs: Mapping[str, JobBase]
     notify: NotifyConfig
     systemd: SystemdConfig = setting(factory=SystemdConfig, doc="systemd units.")
+    web: WebConfig | None = setting(None, doc="The read-only web dashboard.")
 
     def job(self, name: str) -> JobBase:
         from .errors import UsageError
@@ -320,6 +337,9 @@ class _TopLevel:
     notify: NotifyConfig = setting(factory=NotifyConfig, doc="LED and e-mail.")
     systemd: SystemdConfig = setting(factory=SystemdConfig, doc="systemd units "
                                      "(`phobos systemd install`).")
+    web: WebConfig | None = setting(None, doc="The read-only web dashboard (`phobos web`; "
+                                    "with this table `phobos systemd` also renders "
+                                    "phobos-web.service).")
 
 
 def config_path(explicit: str | None) -> Path:
@@ -365,7 +385,7 @@ def parse(raw: dict[str, Any], path: Path, source: str = "") -> Config:
                         hosts=MappingProxyType(dict(top.hosts)),
                         drives=MappingProxyType(dict(top.drives)),
                         jobs=MappingProxyType(jobs), notify=top.notify,
-                        systemd=top.systemd)
+                        systemd=top.systemd, web=top.web)
         for name, job in jobs.items():
             job.check_refs(config, ("jobs", name), problems)
     if problems or config is None:

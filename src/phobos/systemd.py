@@ -34,6 +34,7 @@ drives or enter the backup mount namespace keep ``CAP_SYS_ADMIN`` and mount name
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -604,6 +605,73 @@ def render_udev_rules(config: Config, target: Target) -> str:
     return "\n".join(lines) + "\n"
 
 
+WEB_UNIT = "phobos-web.service"
+
+
+def _web_hidden_paths(config: Config) -> list[Path]:
+    """Key material the dashboard must not see: the keys directory, keyfiles, passphrase
+    and password files, Borg base directories, absolute paths among the arguments of
+    pass/password commands. Paths holding something the dashboard reads stay visible."""
+    import shlex
+
+    found: set[Path] = {config.paths.keys}
+    found.update(d.keyfile for d in config.drives.values() if d.keyfile is not None)
+    commands: list[str] = []
+    for repo in config.repos.values():
+        found.update(p for p in (repo.passphrase_file, repo.base_dir) if p is not None)
+        commands += [repo.passcommand] if repo.passcommand else []
+    email = config.notify.email
+    if email is not None:
+        found.update([email.password_file] if email.password_file else [])
+        commands += [email.password_command] if email.password_command else []
+    for command in commands:
+        with contextlib.suppress(ValueError):
+            found.update(Path(w) for w in shlex.split(command)[1:] if w.startswith("/"))
+    web = config.web
+    needed = [config.paths.state, config.paths.run, config.source,
+              *([web.token_file] if web is not None and web.token_file else [])]
+    return sorted(p for p in found if p.is_absolute() and not any(
+        n == p or p in n.parents for n in needed))
+
+
+def render_web_service(config: Config, target: Target) -> str:
+    """``phobos-web.service``: the read-only dashboard. A dynamic user that can read
+    (CAP_DAC_READ_SEARCH: job units write the state as root with UMask=0077) but write
+    nothing; key material hidden; loopback-only traffic when it listens on loopback."""
+    from .web.address import parse_listen
+
+    assert config.web is not None
+    listen = parse_listen(config.web.listen)
+    caps = ["CAP_DAC_READ_SEARCH"] + (["CAP_NET_BIND_SERVICE"] if listen.port < 1024 else [])
+    unit = [_description("phobos: read-only web dashboard"), "Documentation=man:phobos(1)",
+            "After=network.target"]
+    hidden = _web_hidden_paths(config)
+    service = [
+        "Type=exec", f"ExecStart={_exec(target, 'web')}", "SyslogIdentifier=phobos-web",
+        "Restart=on-failure", "RestartSec=5s",
+        "DynamicUser=yes", f"AmbientCapabilities={' '.join(caps)}",
+        f"CapabilityBoundingSet={' '.join(caps)}", "NoNewPrivileges=yes",
+        "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "PrivateDevices=yes",
+        *(["InaccessiblePaths=" + " ".join(quote_path(f"-{p}") for p in hidden)]
+          if hidden else []),
+        "RestrictSUIDSGID=yes", "RemoveIPC=yes",
+        "SystemCallFilter=@system-service", "SystemCallFilter=~@privileged @resources",
+        "SystemCallErrorNumber=EPERM", "SystemCallArchitectures=native",
+        # ProtectProc= stays default: the dashboard tells running jobs from dead ones by
+        # their /proc/PID/stat, which "invisible" would hide (they run as root).
+        "ProtectKernelTunables=yes", "ProtectKernelModules=yes", "ProtectKernelLogs=yes",
+        "ProtectControlGroups=yes", "ProtectClock=yes", "ProtectHostname=yes",
+        "ProcSubset=pid", "PrivateMounts=yes", "LockPersonality=yes",
+        "MemoryDenyWriteExecute=yes", "RestrictRealtime=yes", "RestrictNamespaces=yes",
+        "KeyringMode=private", "UMask=0077",
+        # asyncio's self-pipe is an AF_UNIX socketpair.
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        *(["IPAddressDeny=any", "IPAddressAllow=localhost"] if listen.loopback else []),
+    ]
+    return _unit(target, [("Unit", unit), ("Service", service),
+                          ("Install", ["WantedBy=multi-user.target"])])
+
+
 def render(config: Config, target: Target) -> dict[str, str]:
     """Every file for ``config``: ``{filename: text}``, units first, sorted by name.
 
@@ -623,6 +691,8 @@ def render(config: Config, target: Target) -> dict[str, str]:
         files[drive_service(name)] = render_drive_service(config, target, name)
     if config.drives:
         files[UDEV_RULES] = render_udev_rules(config, target)
+    if config.web is not None:
+        files[WEB_UNIT] = render_web_service(config, target)
     return dict(sorted(files.items()))
 
 
