@@ -69,6 +69,10 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (run_id, seq)
     ) WITHOUT ROWID;
     """,
+    # 2: "last success per job" without scanning every run (status, web, overdue)
+    """
+    CREATE INDEX runs_by_job_outcome ON runs (job, outcome, id);
+    """,
 )
 
 _F = TypeVar("_F", bound=Callable[..., Any])

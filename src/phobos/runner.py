@@ -140,15 +140,15 @@ def run_job(config: Config, name: str, trigger: Trigger, echo: Echo | None = Non
     history = History.open(config.paths.state)
     try:
         history.recover()
-        run_id = history.start_run(job=name, kind=str(job.kind), trigger=str(trigger))
-        deadline = None if job.timeout is None else time.monotonic() + job.timeout
-        ctx = RunContext(config=config, name=name, job=job, run_id=run_id, trigger=trigger,
-                         history=history, echo=echo, deadline=deadline)
-        notifiers = _notifiers(ctx)
-        started = time.monotonic()
+        # Signals count from here: a SIGTERM while the run is being set up (or while a
+        # notifier is told it started) still ends as a recorded interrupted run.
         with _signals_interrupt():
-            dispatch(notifiers, _event(ctx, EventKind.STARTED), warn=ctx.warn_notifier)
-            outcome, code, message = _execute(ctx, module.execute)
+            run_id = history.start_run(job=name, kind=str(job.kind), trigger=str(trigger))
+            deadline = None if job.timeout is None else time.monotonic() + job.timeout
+            ctx = RunContext(config=config, name=name, job=job, run_id=run_id,
+                             trigger=trigger, history=history, echo=echo, deadline=deadline)
+            started = time.monotonic()
+            outcome, code, message, notifiers = _start_and_execute(ctx, module.execute)
             duration = time.monotonic() - started
             message = ctx.redact(message) if message else None
             ctx.log(f"{outcome} after {format_duration(duration)}"
@@ -162,6 +162,19 @@ def run_job(config: Config, name: str, trigger: Trigger, echo: Echo | None = Non
         history.close()
     return RunReport(run_id=run_id, job=name, outcome=outcome, exit_code=code,
                      message=message, duration=duration)
+
+
+def _start_and_execute(ctx: RunContext, execute: Callable[[RunContext], None]
+                       ) -> tuple[Outcome, ExitCode, str | None, list[Notifier]]:
+    """Tell the notifiers, then run; an interruption before the job's own handling
+    (while notifying) is recorded like any other."""
+    notifiers: list[Notifier] = []
+    try:
+        notifiers = _notifiers(ctx)
+        dispatch(notifiers, _event(ctx, EventKind.STARTED), warn=ctx.warn_notifier)
+    except Interrupted as exc:
+        return Outcome.INTERRUPTED, ExitCode.INTERRUPTED, exc.message, notifiers
+    return (*_execute(ctx, execute), notifiers)
 
 
 def _notifiers(ctx: RunContext) -> list[Notifier]:

@@ -220,3 +220,26 @@ def test_secret_never_in_log_history_or_argv(sandbox: Sandbox) -> None:
     for path in sandbox.state.iterdir():
         assert SECRET.encode() not in path.read_bytes(), path
     assert SECRET not in sandbox.phobos("config", "show", "--json").stdout
+
+
+SLOW_LED = """
+[notify.led]
+driver = "command"
+command = ["sh", "-c", "case {{color}} in yellow|blue) touch {root}/led.busy; sleep 30;; esac"]
+
+[jobs.quiet]
+kind = "command"
+argv = ["true"]
+"""
+
+
+def test_sigterm_while_notifiers_are_told_the_run_started(sandbox: Sandbox) -> None:
+    """A stop signal is never swallowed as a notifier failure: the run ends interrupted."""
+    sandbox.write(SLOW_LED.format(root=sandbox.root))
+    runner = sandbox.start("run", "quiet", "--json")
+    wait_for(sandbox.root / "led.busy")
+    runner.send_signal(signal.SIGTERM)
+    stdout, _ = runner.communicate(timeout=30)
+    assert runner.returncode == 4
+    assert json.loads(stdout)["outcome"] == "interrupted"
+    assert runs(sandbox)["quiet"]["outcome"] == "interrupted"

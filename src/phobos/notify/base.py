@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from ..errors import Interrupted
 from ..model import Outcome
 
 
@@ -61,5 +62,7 @@ def dispatch(notifiers: Sequence[Notifier], event: RunEvent,
     for notifier in notifiers:
         try:
             notifier.notify(event)
+        except Interrupted:
+            raise  # a stop signal is not the notifier's failure: the run must stop
         except Exception as exc:  # any failure of a notifier must stay a warning
             warn(f"notifier {notifier.name} failed: {exc}")

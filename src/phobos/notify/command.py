@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import proc
-from ..errors import PhobosError
+from ..errors import Interrupted, PhobosError
 from ..model import LedState, Outcome
 from .led import COLOURS, LedUnavailable
 
@@ -45,6 +45,8 @@ class CommandDriver:
         argv = expand(self.argv, state)
         try:
             result = proc.run(argv, timeout=self.timeout, check=False)
+        except Interrupted:
+            raise  # the run is being stopped: not the light's failure
         except PhobosError as exc:
             raise LedUnavailable(f"LED command: {exc.message}", hint=exc.hint) from None
         if result.outcome is Outcome.FAILED:
