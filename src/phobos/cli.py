@@ -119,8 +119,8 @@ def _add_schedule(verbs: Any) -> None:
 
 
 def _add_overdue(verbs: Any) -> None:
-    sub = _verb(verbs, "overdue", "scheduled jobs that missed their slot (exit 1 if any)",
-                cmd_overdue)
+    sub = _verb(verbs, "overdue", "jobs that missed their slot and drives past their "
+                "max_age (exit 1 if any)", cmd_overdue)
     sub.add_argument("--notify", action="store_true",
                      help="tell the notifiers, once per episode (for an hourly timer)")
     _json_flag(sub)
@@ -361,11 +361,12 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def cmd_overdue(args: argparse.Namespace) -> int:
-    from .overdue import notify_new_episodes, overdue_jobs
+    from .overdue import notify_new_episodes, overdue_drives, overdue_jobs
 
     config = _load(args)
     history = _open_history(config)
-    found = overdue_jobs(config, history, datetime.now().astimezone())
+    now = datetime.now().astimezone()
+    found = {**overdue_jobs(config, history, now), **overdue_drives(config, now)}
     history.close()
     notified: list[str] = []
     if args.notify:
@@ -378,8 +379,8 @@ def cmd_overdue(args: argparse.Namespace) -> int:
         print("nothing overdue")
     for name, due in sorted(found.items()):
         if not args.json:
-            print(f"{name}: overdue since {when(due)}"
-                  + (" (notified)" if name in notified else ""))
+            since = f"overdue since {when(due)}" if due else "never synced"
+            print(f"{name}: {since}" + (" (notified)" if name in notified else ""))
     return 1 if found else 0
 
 

@@ -1,6 +1,7 @@
 """Overdue detection with one notification per episode.
 
-A job is overdue when it missed its slot (see :func:`phobos.schedule.job_timing`).
+A job is overdue when it missed its slot (see :func:`phobos.schedule.job_timing`); a
+drive when it was not synced within its ``max_age`` (the off-site copy is getting old).
 ``phobos overdue --notify`` (run hourly by a timer or the daemon) sends an OVERDUE
 event to the notifiers once per *episode*: the episode is identified by the missed
 elapse, recorded in ``overdue.json`` in the state directory, and ends when the job
@@ -35,6 +36,17 @@ def overdue_jobs(config: Config, history: History, now: datetime) -> dict[str, f
     return found
 
 
+def overdue_drives(config: Config, now: datetime) -> dict[str, float]:
+    """``drive:NAME`` -> when it became overdue (last sync + max_age; never synced: 0)."""
+    from .drives import overdue_drives as drives_past_max_age
+
+    found = {}
+    for status in drives_past_max_age(config, now.timestamp()):
+        since = (status.last_sync + status.max_age) if status.last_sync else 0.0
+        found[f"drive:{status.name}"] = since
+    return found
+
+
 def _load(path: Path) -> dict[str, float]:
     try:
         data = json.loads(path.read_text())
@@ -65,6 +77,12 @@ def notify_new_episodes(config: Config, overdue: dict[str, float],
 
 
 def _event(config: Config, name: str, due: datetime) -> RunEvent:
+    if name.startswith("drive:"):
+        drive = name.removeprefix("drive:")
+        return RunEvent(kind=EventKind.OVERDUE, job=name, job_kind="drive", run_id=None,
+                        trigger="overdue", drive=drive,
+                        message=f"drive {drive} is overdue for its sync: plug it in "
+                        f"(max_age {config.drives[drive].max_age / 86400:.0f} days)")
     job = config.jobs[name]
     return RunEvent(kind=EventKind.OVERDUE, job=name, job_kind=str(job.kind), run_id=None,
                     trigger="overdue",

@@ -53,6 +53,8 @@ UNIT_DIR = Path("/etc/systemd/system")
 UDEV_DIR = Path("/etc/udev/rules.d")
 FAILURE_UNIT = "phobos-failure@.service"
 UDEV_RULES = "90-phobos-drives.rules"
+OVERDUE_SERVICE = "phobos-overdue.service"
+OVERDUE_TIMER = "phobos-overdue.timer"
 MANIFEST = "systemd-installed.json"
 FAILURE_HOOK = "phobos-failure@%n.service"
 ON_FAILURE = f"OnFailure={FAILURE_HOOK}"
@@ -566,6 +568,25 @@ def render_failure_unit(config: Config, target: Target) -> str:
     return _unit(target, [("Unit", unit), ("Service", service)])
 
 
+def render_overdue_service(config: Config, target: Target) -> str:
+    """Hourly `phobos overdue --notify`: a missed slot or an old drive is told once."""
+    unit = [_description("phobos: tell about overdue jobs and drives"),
+            "Documentation=man:phobos(1)", ON_FAILURE]
+    service = ["Type=oneshot",
+               f"ExecStart={_exec(target, 'overdue', '--notify')}",
+               # exit 1 means "something is overdue" and was reported: not a failure
+               "SuccessExitStatus=1",
+               "SyslogIdentifier=phobos-overdue",
+               *hardening(config, notify_sandbox(config))]
+    return _unit(target, [("Unit", unit), ("Service", service)])
+
+
+def render_overdue_timer(config: Config, target: Target) -> str:
+    timer = ["OnCalendar=hourly", "Persistent=true", f"Unit={OVERDUE_SERVICE}"]
+    return _unit(target, [("Unit", [_description("phobos: hourly overdue check")]),
+                          ("Timer", timer), ("Install", ["WantedBy=timers.target"])])
+
+
 def _checked_uuid(name: str, uuid: str) -> str:
     if not _UUID.match(uuid):
         raise SystemdError(f"drives.{name}.luks_uuid: {uuid!r} is not a UUID",
@@ -693,6 +714,9 @@ def render(config: Config, target: Target) -> dict[str, str]:
         files[UDEV_RULES] = render_udev_rules(config, target)
     if config.web is not None:
         files[WEB_UNIT] = render_web_service(config, target)
+    if config.drives or any(job.schedule for job in config.jobs.values()):
+        files[OVERDUE_SERVICE] = render_overdue_service(config, target)
+        files[OVERDUE_TIMER] = render_overdue_timer(config, target)
     return dict(sorted(files.items()))
 
 

@@ -204,3 +204,21 @@ def test_overdue_notifies_once_per_episode(setup: tuple[Config, History]) -> Non
     again = overdue_jobs(config, history, later)
     assert notify_new_episodes(config, again, warnings.append) == ["nightly"]
     assert warnings == []
+
+
+def test_overdue_drives_never_synced_or_past_max_age(tmp_path: Path) -> None:
+    from phobos.overdue import overdue_drives
+
+    path = tmp_path / "phobos.toml"
+    path.write_text(textwrap.dedent(f"""
+        [paths]
+        state = "{tmp_path}/state"
+        run = "{tmp_path}/run"
+
+        [drives.ext-a]
+        luks_uuid = "0b2caa2d-a032-458c-bc6c-cddeaba2a442"
+        max_age = "35d"
+        """))
+    config = load(path)
+    found = overdue_drives(config, SUNDAY)
+    assert found == {"drive:ext-a": 0.0}  # never synced: overdue from the start
