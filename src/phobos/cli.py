@@ -12,7 +12,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from . import __version__, cli_drive, cli_host, cli_notify, cli_repo, cli_systemd, cli_web
+from . import (
+    __version__,
+    cli_doctor,
+    cli_drive,
+    cli_host,
+    cli_notify,
+    cli_repo,
+    cli_systemd,
+    cli_web,
+)
 from .cli_common import json_flag, load_config, no_action, print_json, verb
 from .cli_common import when as when
 
@@ -59,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_notify.register(verbs)
     cli_systemd.register(verbs)
     cli_web.register(verbs)
+    cli_doctor.register(verbs)
     return parser
 
 

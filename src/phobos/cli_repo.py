@@ -173,10 +173,12 @@ def _list_repos(args: argparse.Namespace) -> int:
 
 def cmd_key_export(args: argparse.Namespace) -> int:
     from . import repos
+    from .doctor import record_key_export
 
     config, repo, run = _open(args)
     with repos.cli_lock(config, args.name, write=False, what="key-export"):
         repos.key_export(repo, run, args.file.resolve(), paper=args.paper)
+    record_key_export(config, args.name, args.file.resolve(), paper=args.paper)
     print(f"key of {args.name} written to {args.file}; keep it somewhere other than the NAS")
     return 0
 
