@@ -36,6 +36,10 @@ def test_init_info_list_key_export(sandbox: Any) -> None:
     key = box.root / "main.key"
     box.ok("repo", "key-export", "main", str(key))
     assert key.read_text().startswith("BORG_KEY ")
+    # The export is remembered (path and time, never the key) for `phobos doctor`.
+    exports = json.loads((box.root / "state" / "key-exports.json").read_text())
+    assert exports["main"]["path"] == str(key)
+    assert "BORG_KEY" not in json.dumps(exports)
 
 
 def test_passphrase_never_in_history_or_output(sandbox: Any) -> None:
