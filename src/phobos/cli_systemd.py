@@ -92,7 +92,7 @@ def cmd_systemd_render(args: argparse.Namespace) -> int:
 
 def cmd_systemd_install(args: argparse.Namespace) -> int:
     from .cli import _load
-    from .systemd import install
+    from .systemd_install import install
 
     config = _load(args)
     target = _target(args, config)
@@ -125,7 +125,7 @@ def _print_kept(kept: tuple[str, ...]) -> None:
 
 def cmd_systemd_uninstall(args: argparse.Namespace) -> int:
     from .cli import _load
-    from .systemd import uninstall
+    from .systemd_install import uninstall
 
     config = _load(args)
     report = uninstall(config, _root(args))
@@ -139,7 +139,7 @@ def cmd_systemd_uninstall(args: argparse.Namespace) -> int:
 
 def cmd_systemd_list(args: argparse.Namespace) -> int:
     from .cli import _load, _print_json, table
-    from .systemd import listing
+    from .systemd_install import listing
 
     config = _load(args)
     rows = listing(config, _target(args, config), _root(args))

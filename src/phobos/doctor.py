@@ -587,7 +587,7 @@ def guess_executable() -> Path:
 def unit_findings(config: Config, config_file: Path, opts: Options) -> list[Finding]:
     """Installed units match the config, the ones to enable are enabled and, under a
     running systemd, the timers are active."""
-    from . import systemd
+    from . import systemd_install as systemd
 
     root = opts.root
     booted = systemd.booted(root)
