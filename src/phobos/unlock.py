@@ -463,7 +463,6 @@ def _current_initrd(root: Path) -> Path | None:
 
 DEFAULT_PORT = 2222  # dropbear-initramfs's usual -p; cli_doctor repeats it
 UNLOCK_COMMAND = "cryptroot-unlock"
-CONNECT_TIMEOUT_SECONDS = 15
 _SUCCESS = re.compile(r"cryptsetup: (?P<name>\S+) set up successfully")
 _CONNECT = re.compile(r"ssh: connect to host \S+ port \d+: (?P<reason>.+)$")
 _RESOLVE = re.compile(r"ssh: Could not resolve hostname [^:]+: (?P<reason>.+)$")
@@ -497,25 +496,12 @@ class Initramfs:
         return f"{host}:{self.port}"
 
 
-def _quoted(path: Path) -> str:
-    text = str(path)
-    return f'"{text}"' if any(c.isspace() for c in text) else text
-
-
 def ssh_options(target: Initramfs) -> tuple[str, ...]:
     """Pinned key in our own file under the alias, no prompts, and nothing forwarded
     into an environment that booted from an unencrypted /boot."""
-    identity = ("-i", str(target.identity), "-o", "IdentitiesOnly=yes") \
-        if target.identity is not None else ()
     return (
-        "-p", str(target.port), *identity,
-        "-o", "BatchMode=yes",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", f"UserKnownHostsFile={_quoted(target.known_hosts)}",
-        "-o", "GlobalKnownHostsFile=/dev/null",
-        "-o", f"HostKeyAlias={target.alias}",
-        "-o", "UpdateHostKeys=no",
-        "-o", f"ConnectTimeout={CONNECT_TIMEOUT_SECONDS}",
+        *ssh.pinned_options(port=target.port, known_hosts=target.known_hosts,
+                            alias=target.alias, identity=target.identity),
         "-o", "ForwardAgent=no",
         "-o", "ForwardX11=no",
         "-o", "ClearAllForwardings=yes",

@@ -56,25 +56,34 @@ class Endpoint:
         return f"{self.user}@{host}"
 
 
-def _option_path(path: Path) -> str:
+def option_path(path: Path) -> str:
     # ssh splits some option values (UserKnownHostsFile takes a list) on spaces.
     text = str(path)
     return f'"{text}"' if any(c.isspace() for c in text) else text
 
 
-def ssh_options(ep: Endpoint) -> tuple[str, ...]:
-    """Options for every phobos ssh connection: pinned key, our key only, no prompts."""
+def pinned_options(*, port: int, known_hosts: Path, alias: str,
+                   identity: Path | None) -> tuple[str, ...]:
+    """The key pinned under ``alias`` in phobos's own file and nowhere else, never
+    updated by ssh; no prompts (a changed key fails instead of asking)."""
+    key = ("-i", str(identity), "-o", "IdentitiesOnly=yes") if identity is not None else ()
     return (
-        "-p", str(ep.port),
-        "-i", str(ep.identity),
-        "-o", "IdentitiesOnly=yes",
+        "-p", str(port), *key,
         "-o", "BatchMode=yes",
         "-o", "StrictHostKeyChecking=yes",
-        "-o", f"UserKnownHostsFile={_option_path(ep.known_hosts)}",
+        "-o", f"UserKnownHostsFile={option_path(known_hosts)}",
         "-o", "GlobalKnownHostsFile=/dev/null",
-        "-o", f"HostKeyAlias={ep.name}",
+        "-o", f"HostKeyAlias={alias}",
         "-o", "UpdateHostKeys=no",
         "-o", f"ConnectTimeout={CONNECT_TIMEOUT_SECONDS}",
+    )
+
+
+def ssh_options(ep: Endpoint) -> tuple[str, ...]:
+    """Options for every phobos pull connection: pinned key, our key only, no prompts."""
+    return (
+        *pinned_options(port=ep.port, known_hosts=ep.known_hosts, alias=ep.name,
+                        identity=ep.identity),
         # A dead link must end the transfer, not hang it until the job's timeout.
         "-o", "ServerAliveInterval=15",
         "-o", "ServerAliveCountMax=4",
