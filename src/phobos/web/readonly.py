@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PhobosError
-from ..history import _RUN_COLUMNS, MIGRATIONS, History, Run, _run, process_start_ticks
+from ..history import MIGRATIONS, History, process_start_ticks
 
 
 class ReadOnlyHistory(History):
@@ -32,30 +32,6 @@ class ReadOnlyHistory(History):
 
     def recover(self) -> list[int]:
         raise PhobosError("the dashboard never recovers runs: it only reads the history")
-
-    # The per-job lookups of History, answered the same but walking the (job, id) index
-    # once per job instead of the whole table: with 100,000 runs the dashboard's pages
-    # need them in milliseconds, and a read-only reader cannot add an index.
-
-    def latest_per_job(self) -> dict[str, Run]:
-        return self._per_job("SELECT MAX(id) FROM runs WHERE job = name")
-
-    def last_success_per_job(self) -> dict[str, Run]:
-        return self._per_job("SELECT id FROM runs WHERE job = name AND outcome IN "
-                             "('success', 'warning') ORDER BY id DESC LIMIT 1")
-
-    def first_runs(self) -> dict[str, Run]:
-        return self._per_job("SELECT MIN(id) FROM runs WHERE job = name")
-
-    def _per_job(self, pick: str) -> dict[str, Run]:
-        rows = self.db.execute(
-            # Every job name, one index seek each (a skip scan of runs_by_job).
-            "WITH RECURSIVE jobs(name) AS (SELECT MIN(job) FROM runs UNION ALL "
-            "SELECT (SELECT MIN(job) FROM runs WHERE job > name) FROM jobs "
-            "WHERE name IS NOT NULL) "
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN "
-            f"(SELECT ({pick}) FROM jobs WHERE name IS NOT NULL)")
-        return {run.job: run for run in map(_run, rows)}
 
 
 def open_history(state_dir: Path) -> ReadOnlyHistory:
