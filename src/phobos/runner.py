@@ -182,6 +182,8 @@ def _notifiers(ctx: RunContext) -> list[Notifier]:
 
     try:
         return build_notifiers(ctx.config)
+    except Interrupted:
+        raise
     except PhobosError as exc:  # a broken notifier setup must not stop the backup
         ctx.warn_notifier(f"notifiers unavailable: {exc}")
         return []
