@@ -437,6 +437,7 @@ def _restore_steps(config: Any, drive: Any) -> list[str]:
     steps += ["  4. Look without writing to the drive:",
               f"       borg --bypass-lock list /mnt/extbackup/{target}",
               "     then copy the repository off the drive (leave the drive's copy as it is):",
+              "       mkdir -p /restore",
               f"       rsync -a /mnt/extbackup/{target}/ /restore/borg/",
               "  5. List and extract archives (keyfile mode: borg key import first):",
               "       borg list /restore/borg",

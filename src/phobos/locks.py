@@ -106,7 +106,10 @@ class LockSet:
                 fcntl.flock(fd, mode | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                blockers = holders(self.directory, res.name)
+                try:
+                    blockers = holders(self.directory, res.name)
+                except PhobosError:  # /proc/locks hidden (systemd's ProcSubset=pid)
+                    blockers = []  # naming the holder must not turn a wait into a failure
                 who = "; ".join(h.describe() for h in blockers) or "another process"
                 if policy is not BusyPolicy.WAIT or time.monotonic() >= deadline:
                     os.close(fd)
