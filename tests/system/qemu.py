@@ -489,8 +489,10 @@ class Guest:
         with step(f"boot {self.name}"):
             log = open(self.workdir / "qemu.log", "wb")  # noqa: SIM115 - closed in stop()
             self._qemu_log = log
+            # TMPDIR: where snapshot=on puts its overlay; removed with the work directory.
             self.process = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+                                            stderr=subprocess.STDOUT, start_new_session=True,
+                                            env={**os.environ, "TMPDIR": str(self.workdir)})
             while not (self.workdir / "qmp.sock").exists():
                 if self.process.poll() is not None:
                     raise SystemTestError(f"{QEMU} exited with {self.process.returncode}:\n"
