@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .errors import ExitCode
+from .errors import ExitCode, UsageError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -48,3 +48,19 @@ def say(line: str) -> None:
 
 def when(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+def decide_pin(args: argparse.Namespace, offered: set[str], *, missing: str,
+               missing_hint: str, no_tty_hint: str, question: str) -> bool:
+    """Whether to pin a host key: ``--fingerprint`` must be among ``offered``, ``--yes``
+    pins, otherwise a person answers ``question`` on a terminal (never pinned silently)."""
+    if args.fingerprint:
+        if args.fingerprint not in offered:
+            raise UsageError(missing, missing_hint)
+        return True
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        raise UsageError("refusing to pin a host key without confirmation", no_tty_hint)
+    answer = input(f"{question} [y/N] ")
+    return answer.strip().lower() in ("y", "yes")

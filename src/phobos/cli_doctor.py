@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .cli_common import json_flag, print_json, verb
+from .cli_common import decide_pin, json_flag, print_json, verb
 from .errors import UsageError
 
 DOCTOR_EXIT_CODES = """exit codes:
@@ -265,20 +265,14 @@ def _confirmer(args: argparse.Namespace, target: Any) -> Any:
         for key in new:
             print(f"  {key.describe()}", file=err)
         print("Compare with `phobos doctor --initramfs` run on the NAS itself.", file=err)
-        if args.fingerprint:
-            if args.fingerprint not in {k.fingerprint for k in new}:
-                raise UsageError(f"the initramfs of {target.host} does not offer "
-                                 f"{args.fingerprint}; nothing was pinned",
-                                 "someone may be in between, or the fingerprint is of "
-                                 "another key (the system's, not the initramfs's)")
-            return True
-        if args.yes:
-            return True
-        if not sys.stdin.isatty():
-            raise UsageError("refusing to pin a host key without confirmation",
-                             "add --fingerprint SHA256:... (from `phobos doctor "
-                             "--initramfs` on the NAS) or --yes")
-        answer = input(f"Pin this key for the initramfs of {target.host}? [y/N] ")
-        return answer.strip().lower() in ("y", "yes")
+        return decide_pin(
+            args, {k.fingerprint for k in new},
+            missing=f"the initramfs of {target.host} does not offer "
+            f"{args.fingerprint}; nothing was pinned",
+            missing_hint="someone may be in between, or the fingerprint is of "
+            "another key (the system's, not the initramfs's)",
+            no_tty_hint="add --fingerprint SHA256:... (from `phobos doctor "
+            "--initramfs` on the NAS) or --yes",
+            question=f"Pin this key for the initramfs of {target.host}?")
 
     return confirm

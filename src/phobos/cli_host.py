@@ -9,8 +9,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .cli_common import decide_pin
 from .cli_common import verb as _action
-from .errors import ExitCode, UsageError
+from .errors import ExitCode
 
 
 def register(verbs: Any) -> None:
@@ -76,20 +77,14 @@ def _confirmer(args: argparse.Namespace) -> Any:
 
     def confirm(new: Sequence[HostKey], old: Sequence[HostKey]) -> bool:
         _show_keys(args.name, new, old)
-        if args.fingerprint:
-            if args.fingerprint not in {k.fingerprint for k in new}:
-                raise UsageError(f"{args.name} does not offer a key with fingerprint "
-                                 f"{args.fingerprint}; nothing was pinned",
-                                 "compare with the host's own `ssh-keygen -lf` output")
-            return True
-        if args.yes:
-            return True
-        if not sys.stdin.isatty():
-            raise UsageError("refusing to pin a host key without confirmation",
-                             "check the fingerprint on the host, then add --yes or "
-                             "--fingerprint SHA256:...")
-        answer = input(f"Pin this key for {args.name}? [y/N] ")
-        return answer.strip().lower() in ("y", "yes")
+        return decide_pin(
+            args, {k.fingerprint for k in new},
+            missing=f"{args.name} does not offer a key with fingerprint "
+            f"{args.fingerprint}; nothing was pinned",
+            missing_hint="compare with the host's own `ssh-keygen -lf` output",
+            no_tty_hint="check the fingerprint on the host, then add --yes or "
+            "--fingerprint SHA256:...",
+            question=f"Pin this key for {args.name}?")
 
     return confirm
 
