@@ -56,10 +56,14 @@ def _action(actions: Any, name: str, help_text: str, handler: Any,
 
 def _open(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """(config, Repo, runner) for the named repository."""
-    from . import repos
+    from . import namespace, repos
+    from .locks import Resource
 
     config = _load(args)
     repos.repo_config(config, args.name)
+    # With [storage] device the repository exists only inside the backup namespace; this
+    # process joins it, as `phobos run` does for jobs.
+    namespace.enter_for_job(config, [Resource(name=f"repo:{args.name}")], _echo)
     repo = repos.Repo.open(config, args.name)
     return config, repo, repos.guarded(repos.direct_runner(_echo), repo, _echo)
 
@@ -151,10 +155,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _list_repos(args: argparse.Namespace) -> int:
-    from . import repos
+    from . import namespace, repos
     from .history import History
+    from .locks import Resource
 
     config = _load(args)
+    namespace.enter_for_job(config, [Resource(name=f"repo:{name}") for name in config.repos],
+                            _echo)
     history = History.open(config.paths.state)
     try:
         known = [repos.summary(config, name, history) for name in sorted(config.repos)]

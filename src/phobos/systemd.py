@@ -29,7 +29,11 @@ kind, resources and the paths it names (:func:`job_sandbox`), never hand-listed:
 the job writes (holding area, repository, storage), capabilities per kind, a system
 call allow-list, address families (network only for pulls, commands and notifiers that
 need it), devices (the BlinkStick's hidraw, block devices for drives). Jobs that open
-drives or enter the backup mount namespace keep ``CAP_SYS_ADMIN`` and mount namespaces.
+drives or enter the backup mount namespace keep ``CAP_SYS_ADMIN`` and mount namespaces,
+and get no mount namespace of their own: systemd would copy it without the nsfs mount
+that holds the backup namespace, so every mount-based option (``ProtectSystem=``,
+``PrivateTmp=``, ``PrivateDevices=``, ``ProtectKernel*=``, ``ProtectProc=``) is left out
+of their units.
 """
 
 from __future__ import annotations
@@ -375,7 +379,8 @@ def drive_sandbox(config: Config, drive: str) -> Sandbox:
 def hardening(config: Config, sandbox: Sandbox) -> list[str]:
     """The [Service] lines confining a unit to ``sandbox`` (systemd.exec(5))."""
     lines, own_paths = _managed(config)
-    lines += ["ProtectSystem=strict", *_path_lines(sandbox, own_paths), "PrivateTmp=yes"]
+    if not sandbox.namespaces:  # no mount namespace of its own: see _kernel_lines
+        lines += ["ProtectSystem=strict", *_path_lines(sandbox, own_paths), "PrivateTmp=yes"]
     lines += _device_lines(sandbox)
     lines += _privilege_lines(sandbox)
     lines += _kernel_lines(sandbox)
@@ -406,11 +411,13 @@ def _path_lines(sandbox: Sandbox, own_paths: Sequence[Path]) -> list[str]:
 
 
 def _device_lines(sandbox: Sandbox) -> list[str]:
-    lines = [f"PrivateDevices={'no' if sandbox.host_devices else 'yes'}"]
-    if sandbox.host_devices:
+    # A private /dev is a mount namespace too, which namespace units must not have.
+    host = sandbox.host_devices or sandbox.namespaces
+    lines = [f"PrivateDevices={'no' if host else 'yes'}"]
+    if host:
         lines.append("DevicePolicy=closed")
     lines += [f"DeviceAllow={d}" for d in sorted(sandbox.devices)]
-    if sandbox.bind_devices and not sandbox.host_devices:
+    if sandbox.bind_devices and not host:
         nodes = sorted(sandbox.bind_devices, key=lambda p: (len(p), p))
         lines.append("BindPaths=" + " ".join(f"-{p}" for p in nodes))
     return lines
@@ -434,13 +441,22 @@ def _privilege_lines(sandbox: Sandbox) -> list[str]:
 
 
 def _kernel_lines(sandbox: Sandbox) -> list[str]:
+    common = ["ProtectClock=yes", "ProtectHostname=yes", "LockPersonality=yes",
+              "MemoryDenyWriteExecute=yes", "RestrictRealtime=yes"]
+    if sandbox.namespaces:
+        # A unit that joins the backup namespace must not get a mount namespace of its
+        # own (systemd 252, seen in the QEMU test): copies of a mount namespace leave out
+        # nsfs mounts, so RUN/ns/mnt is an empty file there and setns() has nothing to
+        # join. Every option below that systemd implements with mounts therefore goes:
+        # after setns() the namespace's own view would replace it anyway. PrivateMounts=no
+        # also keeps PrivateNetwork= from implying a mount namespace.
+        return ["PrivateMounts=no", *common, "RestrictNamespaces=mnt",
+                "KeyringMode=private", "UMask=0077"]
     return [
         "ProtectKernelTunables=yes", "ProtectKernelModules=yes", "ProtectKernelLogs=yes",
-        "ProtectControlGroups=yes", "ProtectClock=yes", "ProtectHostname=yes",
-        "ProtectProc=invisible", "ProcSubset=pid", "PrivateMounts=yes",
-        "LockPersonality=yes", "MemoryDenyWriteExecute=yes", "RestrictRealtime=yes",
-        "RestrictNamespaces=" + ("mnt" if sandbox.namespaces else "yes"),
-        "KeyringMode=private", "UMask=0077",
+        "ProtectControlGroups=yes", *common[:2],
+        "ProtectProc=invisible", "ProcSubset=pid", "PrivateMounts=yes", *common[2:],
+        "RestrictNamespaces=yes", "KeyringMode=private", "UMask=0077",
     ]
 
 
@@ -492,9 +508,9 @@ def _namespace_lines(target: Target, sandbox: Sandbox) -> list[str]:
     """The backup namespace is created by a bind mount that must happen in the host's
     mount namespace, not in the unit's private one (it would vanish with the unit):
     "+" runs ``phobos ns create`` outside the sandbox, as the seed's ExecStartPre= ran
-    mkbackupns. The job then joins it with setns(), which also leaves the unit's file
-    system view: inside, only the capability, system call, device and network limits
-    still apply."""
+    mkbackupns. The job then joins it with setns(), so the unit has no mount namespace of
+    its own (see _kernel_lines): only the capability, system call, device and network
+    limits apply to it."""
     if not sandbox.namespaces:
         return []
     return [f"ExecStartPre=+{_exec(target, 'ns', 'create')}"]

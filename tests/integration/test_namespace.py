@@ -51,6 +51,11 @@ def storage(sandbox: Sandbox) -> Iterator[Storage]:
         argv = ["cat", "{root}/marker"]
         reads = ["storage"]
 
+        [repos.main]
+        path = "{root}/borg"
+        encryption = "none"
+        base_dir = "{sandbox.root}/borgbase"
+
         [jobs.outside]
         kind = "command"
         argv = ["cat", "{root}/marker"]
@@ -129,6 +134,24 @@ def test_jobs_touching_the_storage_run_inside(storage: Storage) -> None:
     outside = storage.sandbox.phobos("run", "outside")
     assert outside.returncode == 1
     assert "No such file or directory" in outside.stderr
+
+
+def test_repo_verbs_work_on_the_hidden_storage(storage: Storage) -> None:
+    """`phobos repo init` puts the repository on the storage inside the namespace, not
+    under the empty mount point the host sees; the other repo verbs find it there."""
+    box = storage.sandbox
+    init = box.phobos("repo", "init", "main")
+    assert init.returncode == 0, init.stderr
+    assert "joining the backup mount namespace" in init.stderr
+    assert not (storage.root / "borg").exists()
+    inside = box.phobos("ns", "enter", "test", "-f", str(storage.root / "borg" / "config"))
+    assert inside.returncode == 0, inside.stderr
+    listing = box.phobos("repo", "list", "main", "--json")
+    assert listing.returncode == 0, listing.stderr
+    assert json.loads(listing.stdout)["archives"] == []
+    every = box.phobos("repo", "list", "--json")
+    assert every.returncode == 0, every.stderr
+    assert [r["initialized"] for r in json.loads(every.stdout)["repos"]] == [True]
 
 
 def test_destroy_leaves_nothing_behind(storage: Storage) -> None:

@@ -146,27 +146,53 @@ def test_timespan(seconds: float, text: str) -> None:
     assert timespan(seconds) == text
 
 
-def _service(text: str, job: str) -> str:
-    return render(_config(text), TARGET)[f"phobos-job-{job}.service"]
+def _service(text: str, job: str, *, visible_storage: bool = False) -> str:
+    config = _config(text)
+    if visible_storage:  # the same NAS without [storage] device: no namespace for jobs
+        config = dataclasses.replace(
+            config, storage=dataclasses.replace(config.storage, device=None))
+    return render(config, TARGET)[f"phobos-job-{job}.service"]
 
 
 def test_sandbox_per_kind() -> None:
-    pull = _service(SEED, "backup-luv")
+    pull = _service(SEED, "backup-luv", visible_storage=True)
     assert _lines(pull, "RestrictAddressFamilies") == ["AF_INET AF_INET6"]
     assert "RestrictSUIDSGID=yes" not in pull  # a pull keeps setuid/setgid bits
     assert _lines(pull, "ProtectHome") == ["yes"]
-    check = _service(SEED, "check")
+    assert _lines(pull, "ReadWritePaths") == ["-/backup/holding"]
+    check = _service(SEED, "check", visible_storage=True)
     assert _lines(check, "RestrictAddressFamilies") == ["none"]
     assert _lines(check, "PrivateNetwork") == ["yes"]
     assert _lines(check, "SystemCallFilter") == ["@system-service", "~@privileged @resources"]
     # Borg's default cache and keys under /root, bound into an otherwise empty /root.
     assert _lines(check, "ProtectHome") == ["tmpfs"]
     assert "/root/.cache/borg /root/.config/borg" in _lines(check, "BindPaths")
-    archive = _service(SEED, "nightly")
+    assert _lines(check, "PrivateDevices") == ["yes"]  # the LED's hidraw is bound in
+    archive = _service(SEED, "nightly", visible_storage=True)
     assert _lines(archive, "ProtectHome") == ["read-only"]  # it archives /home
     offsite = _service(SEED, "offsite")
     assert _lines(offsite, "PrivateDevices") == ["no"]
     assert "block-* rw" in _lines(offsite, "DeviceAllow")
+
+
+# Every option systemd implements with a mount namespace of the unit's own.
+MOUNT_OPTIONS = ("ProtectSystem", "ProtectHome", "PrivateTmp", "ReadWritePaths", "BindPaths",
+                 "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs",
+                 "ProtectControlGroups", "ProtectProc", "ProcSubset")
+
+
+@pytest.mark.parametrize("job", ["backup-luv", "nightly", "check", "offsite"])
+def test_namespace_units_get_no_mount_namespace_of_their_own(job: str) -> None:
+    """systemd would copy the host's mount namespace without the nsfs mount that holds
+    the backup namespace, and setns() would have nothing to join."""
+    unit = _service(SEED, job)
+    assert [key for key in MOUNT_OPTIONS if _lines(unit, key)] == []
+    assert _lines(unit, "PrivateMounts") == ["no"]
+    assert _lines(unit, "PrivateDevices") == ["no"]
+    assert _lines(unit, "DevicePolicy") == ["closed"]
+    assert "char-hidraw rw" in _lines(unit, "DeviceAllow")  # the LED still works
+    assert _lines(unit, "CapabilityBoundingSet") != []
+    assert _lines(unit, "SystemCallFilter")[0].startswith("@system-service")
 
 
 def test_namespace_jobs_create_it_outside_the_sandbox() -> None:
