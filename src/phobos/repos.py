@@ -473,22 +473,39 @@ def _latest_stats(config: Config, history: Any, repo: str, kind: str,
     return best
 
 
-def summary(config: Config, name: str, history: Any) -> dict[str, Any]:
-    """Repository state from its files and phobos's history: initialized, segments,
-    the sliced check's live position, Borg lock holders, the last archive and check."""
-    repo = repo_config(config, name)
-    segments = borgtool.segment_ids(repo.path)
-    position = borgtool.check_position(repo.path)
-    out: dict[str, Any] = {
-        "name": name, "path": str(repo.path),
-        "initialized": (repo.path / "config").is_file(),
+def _hidden_from_here(config: Config, repo: RepoConfig) -> bool:
+    """The repository is on storage mounted only inside the backup namespace, and this
+    process (the web dashboard, say) is outside it."""
+    from . import namespace
+
+    if config.storage.device is None or not repo.path.is_relative_to(config.storage.root):
+        return False
+    return not namespace.is_inside(namespace.of(config))
+
+
+def _files_summary(path: Path) -> dict[str, Any]:
+    segments = borgtool.segment_ids(path)
+    position = borgtool.check_position(path)
+    return {
+        "initialized": (path / "config").is_file(),
         "segments": len(segments),
         "check_position": position,
         "pass_coverage": (round(sum(1 for s in segments if s <= position) / len(segments), 4)
                           if position is not None and segments else None),
-        "borg_locks": [h.describe() for h in borgtool.lock_holders(repo.path)],
-        "last_archive": None, "last_check": None,
+        "borg_locks": [h.describe() for h in borgtool.lock_holders(path)],
     }
+
+
+def summary(config: Config, name: str, history: Any) -> dict[str, Any]:
+    """Repository state from its files and phobos's history: initialized, segments,
+    the sliced check's live position, Borg lock holders, the last archive and check."""
+    repo = repo_config(config, name)
+    hidden = _hidden_from_here(config, repo)
+    # Files out of sight are unknown, not "not initialized".
+    files = (dict.fromkeys(("initialized", "segments", "check_position", "pass_coverage"))
+             | {"borg_locks": []} if hidden else _files_summary(repo.path))
+    out: dict[str, Any] = {"name": name, "path": str(repo.path), "hidden": hidden, **files,
+                           "last_archive": None, "last_check": None}
     archive = _latest_stats(config, history, name, "archive", "archive")
     if archive is not None:
         out["last_archive"] = {"job": archive[0], "run_id": archive[1].id,

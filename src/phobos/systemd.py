@@ -441,22 +441,23 @@ def _privilege_lines(sandbox: Sandbox) -> list[str]:
 
 
 def _kernel_lines(sandbox: Sandbox) -> list[str]:
-    common = ["ProtectClock=yes", "ProtectHostname=yes", "LockPersonality=yes",
-              "MemoryDenyWriteExecute=yes", "RestrictRealtime=yes"]
     if sandbox.namespaces:
         # A unit that joins the backup namespace must not get a mount namespace of its
         # own (systemd 252, seen in the QEMU test): copies of a mount namespace leave out
         # nsfs mounts, so RUN/ns/mnt is an empty file there and setns() has nothing to
-        # join. Every option below that systemd implements with mounts therefore goes:
-        # after setns() the namespace's own view would replace it anyway. PrivateMounts=no
-        # also keeps PrivateNetwork= from implying a mount namespace.
-        return ["PrivateMounts=no", *common, "RestrictNamespaces=mnt",
-                "KeyringMode=private", "UMask=0077"]
+        # join. Every option systemd implements with mounts therefore goes; after setns()
+        # the namespace's own view would replace it anyway. PrivateMounts=no also keeps
+        # PrivateNetwork= from implying a mount namespace.
+        mounts = ["PrivateMounts=no"]
+    else:
+        mounts = ["ProtectKernelTunables=yes", "ProtectKernelModules=yes",
+                  "ProtectKernelLogs=yes", "ProtectControlGroups=yes", "ProtectProc=invisible",
+                  "ProcSubset=pid", "PrivateMounts=yes"]
     return [
-        "ProtectKernelTunables=yes", "ProtectKernelModules=yes", "ProtectKernelLogs=yes",
-        "ProtectControlGroups=yes", *common[:2],
-        "ProtectProc=invisible", "ProcSubset=pid", "PrivateMounts=yes", *common[2:],
-        "RestrictNamespaces=yes", "KeyringMode=private", "UMask=0077",
+        *mounts, "ProtectClock=yes", "ProtectHostname=yes", "LockPersonality=yes",
+        "MemoryDenyWriteExecute=yes", "RestrictRealtime=yes",
+        "RestrictNamespaces=" + ("mnt" if sandbox.namespaces else "yes"),
+        "KeyringMode=private", "UMask=0077",
     ]
 
 

@@ -14,6 +14,9 @@ import pytest
 from test_drive_sync import Loops, sh
 
 from conftest import Sandbox
+from phobos.config import load
+from phobos.history import History
+from phobos.repos import summary
 
 
 @dataclass
@@ -152,6 +155,15 @@ def test_repo_verbs_work_on_the_hidden_storage(storage: Storage) -> None:
     every = box.phobos("repo", "list", "--json")
     assert every.returncode == 0, every.stderr
     assert [r["initialized"] for r in json.loads(every.stdout)["repos"]] == [True]
+    # A process outside (the web dashboard) cannot see the files: unknown, not missing.
+    config = load(box.config)
+    history = History.open(config.paths.state)
+    try:
+        outside = summary(config, "main", history)
+    finally:
+        history.close()
+    assert (outside["hidden"], outside["initialized"], outside["segments"]) == (
+        True, None, None)
 
 
 def test_destroy_leaves_nothing_behind(storage: Storage) -> None:
