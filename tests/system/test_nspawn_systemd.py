@@ -10,20 +10,15 @@ fails, never skips, when they are missing.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
-import socket
 import textwrap
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
+from mailsink import Inbox, smtp_sink
 from nspawn import PHOBOS, Container, booted, wheelhouse
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.timeout(600)]
@@ -32,36 +27,12 @@ CONFIG = "/etc/phobos/phobos.toml"
 MARKS = "/srv/marks"
 
 
-@dataclass
-class Inbox:
-    messages: list[EmailMessage] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        raw = envelope.content.replace(b"\r\n", b"\n")
-        message = email.message_from_bytes(raw, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        self.messages.append(message)
-        return "250 OK"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def inbox() -> Iterator[tuple[Inbox, int]]:
     """A real SMTP server on the host's 127.0.0.1: the container shares the host's
     network, so the failure unit reaches it there."""
-    handler = Inbox()
-    port = _free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield handler, port
-    finally:
-        controller.stop()
+    with smtp_sink() as sink:
+        yield sink
 
 
 def _config(port: int) -> str:

@@ -1,10 +1,9 @@
-"""NOT YET RUN BY CI (work in progress, issue 10): rename to test_qemu_drive.py once it
-passes from a fresh clone. It is kept out of pytest's collection on purpose, not skipped.
-
-The third strand on a real kernel: a QEMU guest (Debian 12, its own kernel with
+"""The third strand on a real kernel: a QEMU guest (Debian 12, its own kernel with
 device-mapper, udev and USB hotplug) running the installed phobos and the units that
 `phobos systemd install` generates. Drives are image files on the host, plugged into the
-guest as USB sticks through QMP.
+guest as USB sticks through QMP. As in the seed, the backup filesystem (a loop device in
+the guest) is mounted only inside the backup namespace, so the archive and pull units join
+it too.
 
 One guest (the NAS) runs the tests in order, each building on the one before:
 
@@ -30,24 +29,20 @@ fails, never skips, when they are missing. The guest image is cached in
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
 import re
 import shutil
-import socket
 import textwrap
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
 import qemu
-from aiosmtpd.controller import Controller
+from mailsink import Inbox, smtp_sink
 from qemu import PHOBOS, Completed, Guest, step
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.timeout(900)]
@@ -62,31 +57,12 @@ RECOVERY_PASS = "recovery passphrase for ext-a"
 DRIVE_A = "ext-a"
 DRIVE_B = "ext-b"
 UNKNOWN = "stranger"
+STORAGE_IMAGE = "/var/lib/phobos-storage.img"
+STORAGE_DEVICE = "/dev/loop0"
 SLOW = 384 * 1024  # bytes/s: a copy onto a throttled drive lasts long enough to watch
 
 
 # --- the SMTP sink on the host -------------------------------------------------------------
-
-
-@dataclass
-class Inbox:
-    messages: list[EmailMessage] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        raw = envelope.content.replace(b"\r\n", b"\n")
-        message = email.message_from_bytes(raw, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        self.messages.append(message)
-        return "250 OK"
-
-    def about(self, unit: str) -> list[EmailMessage]:
-        return [m for m in self.messages if unit in str(m["Subject"])]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- the NAS guest ----------------------------------------------------------------------------
@@ -153,19 +129,24 @@ class Nas:
         namespace, which mappings exist, whether Borg's lock is held and rsync copies
         onto the drive, and the state of the drive's unit: one cheap look."""
         point = MOUNTPOINT.format(drive)
+        # rsync first: once it is seen running, the lock and mounts checked after it
+        # must be there (checked before it, they could predate the copy's start).
         script = textwrap.dedent(f"""\
+            pgrep -f '^rsync .* {point}/' >/dev/null && echo rsync
             grep -q ' {point} ' /proc/1/mountinfo && echo pid1
             [ -e {NS} ] && nsenter --mount={NS} grep -q ' {point} ' /proc/self/mountinfo \\
                 && echo ns
-            [ -e /backup/borg/lock.exclusive ] && echo borg-lock
-            pgrep -f '^rsync .* {point}/' >/dev/null && echo rsync
+            nsenter --mount={NS} test -e /backup/borg/lock.exclusive && echo borg-lock
+            grep -q ' /backup ' /proc/1/mountinfo && echo storage-pid1
+            nsenter --mount={NS} grep -q ' /backup ' /proc/self/mountinfo && echo storage-ns
             ls /dev/mapper | sed 's/^/mapper:/'
             systemctl show {drive_unit(drive)} -p InvocationID -p ActiveState -p Result \\
                 | sed 's/^/unit:/'
             """)
         words = self.guest.sh(script).stdout.split()
         return {"pid1": "pid1" in words, "ns": "ns" in words, "borg_lock": "borg-lock" in words,
-                "rsync": "rsync" in words,
+                "rsync": "rsync" in words, "storage_pid1": "storage-pid1" in words,
+                "storage_ns": "storage-ns" in words,
                 "mappings": [w.removeprefix("mapper:") for w in words
                              if w.startswith("mapper:") and w != "mapper:control"],
                 "unit": dict(w.removeprefix("unit:").split("=", 1) for w in words
@@ -202,10 +183,11 @@ def config_text(smtp: bool = True, drives: dict[str, str] | None = None,
     def schedule(job: str) -> str:
         return f'schedule = "{schedules[job]}"\n' if job in schedules else ""
 
-    text = textwrap.dedent("""\
+    text = textwrap.dedent(f"""\
         [storage]
         root = "/backup"
         holding = "/backup/holding"
+        device = "{STORAGE_DEVICE}"
 
         [repos.main]
         path = "/backup/borg"
@@ -256,14 +238,8 @@ def config_text(smtp: bool = True, drives: dict[str, str] | None = None,
 def inbox() -> Iterator[tuple[Inbox, int]]:
     """An SMTP server on the host's 127.0.0.1; the guest reaches it through QEMU's
     guestfwd (and nothing else)."""
-    handler = Inbox()
-    port = _free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield handler, port
-    finally:
-        controller.stop()
+    with smtp_sink() as sink:
+        yield sink
 
 
 @pytest.fixture(scope="module")
@@ -329,9 +305,15 @@ def _registered(nas: Nas) -> dict[str, str]:
 
 def _set_up(nas: Nas) -> None:
     guest = nas.guest
+    # The backup filesystem, hidden in the backup namespace like the seed's. Borg wants
+    # room for a whole segment plus its indexes (about 550 MB) before it commits.
+    guest.sh(f"truncate -s 1G {STORAGE_IMAGE} && mkfs.ext4 -q {STORAGE_IMAGE} && "
+             f"losetup {STORAGE_DEVICE} {STORAGE_IMAGE} && mkdir -p /backup")
     guest.write(CONFIG, config_text())
     guest.write("/etc/phobos/borg.pass", BORG_PASS + "\n", 0o400)
-    guest.sh("mkdir -p /srv/data/docs /srv/client /backup/holding && "
+    nas.phobos("ns", "create")
+    nas.phobos("ns", "enter", "mkdir", "-p", "/backup/holding")
+    guest.sh("mkdir -p /srv/data/docs /srv/client && "
              "head -c 3M /dev/urandom > /srv/data/docs/photos.bin && "
              "echo 'the letter to keep' > /srv/data/docs/letter.txt && "
              "echo 'client data' > /srv/client/hello.txt")
@@ -375,6 +357,7 @@ def test_plugging_a_drive_syncs_it(nas: Nas) -> None:
     assert mid["ns"] and not mid["pid1"], mid  # mounted only inside the backup namespace
     assert f"phobos-{DRIVE_A}" in mid["mappings"], mid  # unlocked (dm-crypt)
     assert mid["borg_lock"], mid  # under `borg with-lock`
+    assert mid["storage_ns"] and not mid["storage_pid1"], mid  # the storage is hidden too
     nas.guest.unthrottle(DRIVE_A)
     state = nas.wait_unit(unit, before)
     assert state["Result"] == "success", nas.journal(unit)
@@ -479,7 +462,8 @@ def _check_scratch_copy(nas: Nas) -> None:
                               timeout=600)
         assert check.returncode == 0, check.output
         copied = nas.guest.run(["borg", "list", "--short", "/var/tmp/scratch"], env=env)
-        original = nas.guest.run(["borg", "list", "--short", "/backup/borg"],
+        original = nas.guest.run(["nsenter", f"--mount={NS}", "borg", "list", "--short",
+                                  "/backup/borg"],
                                  env={**env, "BORG_BASE_DIR": "/root"})
         assert copied.stdout.split() == original.stdout.split()
         assert len(copied.stdout.split()) == 2
@@ -603,9 +587,9 @@ def test_timers_fire_pull_and_archive(nas: Nas) -> None:
     assert archive is not None and archive["outcome"] == "success", archive
     assert pull["started"] >= at["pull-client"] - 1 and archive["started"] >= at["nightly"] - 1
     env = {"BORG_PASSPHRASE": BORG_PASS}
-    last = guest.run(["borg", "list", "--last", "1", "--short", "/backup/borg"], env=env)
-    listed = guest.run(["borg", "list", "--short", f"/backup/borg::{last.stdout.strip()}"],
-                       env=env).stdout
+    inside = ["nsenter", f"--mount={NS}", "borg", "list", "--short"]
+    last = guest.run([*inside, "--last", "1", "/backup/borg"], env=env)
+    listed = guest.run([*inside, f"/backup/borg::{last.stdout.strip()}"], env=env).stdout
     assert "backup/holding/client" in listed and "hello.txt" in listed, listed
 
 
