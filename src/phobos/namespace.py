@@ -18,6 +18,14 @@ a mount namespace needs a single-threaded process, which ``phobos run`` is at th
 point; it is checked, not assumed. A process joins for the rest of its life: that is
 what ``phobos run`` wants, and why in-process callers (tests) use the CLI instead.
 
+Under systemd, a job that needs the hidden storage but no drive does not join: joining
+costs the unit its own mount namespace, and with it ``ProtectSystem=`` and every other
+mount-based option (a copy of a mount namespace leaves out the nsfs mount that holds
+this one). Its unit sets ``PHOBOS_STORAGE_MOUNT=private`` instead, and the runner mounts
+the storage device in the unit's namespace (:func:`mount_storage_privately`): hidden
+from every other process just the same, since nothing propagates out of a unit's
+namespace, writable only where the job writes, and gone with the unit.
+
 Without ``[storage] device`` a storage-only job stays outside: the namespace would hide
 nothing it needs, and inside it host mounts made after its creation are invisible.
 
@@ -52,6 +60,9 @@ from .tools.mount import MountEntry
 
 CLONE_NEWNS = 0x00020000
 NS_DIR = "ns"
+# Set to "private" by systemd units whose jobs mount the storage in the unit's own mount
+# namespace instead of joining the backup namespace (see mount_storage_privately).
+STORAGE_MOUNT_ENV = "PHOBOS_STORAGE_MOUNT"
 
 StepRunner = Callable[[Step], proc.Result]
 Log = Callable[[str], None]
@@ -266,8 +277,12 @@ def needs_namespace(config: Config, resources: Sequence[Resource]) -> bool:
 
 
 def enter_for_job(config: Config, resources: Sequence[Resource], log: Log) -> None:
-    """The runner's hook: join the namespace if the job needs it (see module doc)."""
+    """The runner's hook: join the namespace if the job needs it (see module doc), or
+    mount the storage in this process's own namespace when its unit says so."""
     if not needs_namespace(config, resources):
+        return
+    if os.environ.get(STORAGE_MOUNT_ENV) == "private" and not _touches_drive(resources):
+        mount_storage_privately(config, resources, direct_runner(log))
         return
     ns = of(config)
     if is_inside(ns):
@@ -275,6 +290,60 @@ def enter_for_job(config: Config, resources: Sequence[Resource], log: Log) -> No
     else:
         log(f"joining the backup mount namespace ({ns.file})")
     enter(config, direct_runner(log))
+
+
+def _touches_drive(resources: Sequence[Resource]) -> bool:
+    return any(res.name.startswith("drive:") for res in resources)
+
+
+def storage_writes(config: Config, resources: Sequence[Resource]) -> list[Path]:
+    """The paths on the storage a job with ``resources`` writes: the repositories it
+    uses (Borg writes lock files even to read), the holding area if it writes a host's
+    folder there, the whole storage if it writes ``storage``."""
+    root = config.storage.root
+    paths: set[Path] = set()
+    for res in resources:
+        kind, _, name = res.name.partition(":")
+        if kind == "repo" and name in config.repos:
+            paths.add(config.repos[name].path)
+        elif kind == "holding" and res.write:
+            paths.add(config.storage.holding)
+        elif kind == "storage" and res.write:
+            paths.add(root)
+    return sorted(p for p in paths if p == root or root in p.parents)
+
+
+def mount_storage_privately(config: Config, resources: Sequence[Resource],
+                            run: StepRunner) -> None:
+    """Mount the storage device in this process's own mount namespace, writable only
+    where the job writes (:func:`storage_writes`).
+
+    For systemd units that keep their sandbox (``ProtectSystem=strict`` and the rest
+    need a mount namespace of the unit's own, from which the backup namespace cannot be
+    joined): the mount is as hidden as the backup namespace's, since nothing propagates
+    out of the unit's namespace, and it goes away with the unit. Refused where a mount
+    would show in other namespaces (in the host's own): that would show the storage to
+    all."""
+    device, root = config.storage.device, config.storage.root
+    if device is None:
+        return
+    entries = mnt.read_mountinfo()
+    if mnt.mounted_at(entries, root) is not None:
+        return
+    below = mnt.containing(entries, root)
+    if below is None or below.reaches_other_namespaces:
+        raise PhobosError(f"{STORAGE_MOUNT_ENV}=private, but a mount on {root} would "
+                          f"propagate out of this mount namespace and show the storage "
+                          "to every process", f"unset {STORAGE_MOUNT_ENV}: it is for the "
+                          "units `phobos systemd install` writes")
+    run(Step(name="mount-storage", argv=mnt.mount(device, root, options=("noatime",))))
+    writes = storage_writes(config, resources)
+    if root in writes:
+        return
+    for path in writes:
+        path.mkdir(parents=True, exist_ok=True)
+        run(Step(name="storage-writable", argv=mnt.bind(path, path)))
+    run(Step(name="storage-read-only", argv=mnt.remount_readonly(root)))
 
 
 def require_inside(config: Config) -> None:

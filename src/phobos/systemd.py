@@ -28,12 +28,13 @@ kind, resources and the paths it names (:func:`job_sandbox`), never hand-listed:
 ``ProtectSystem=strict`` with writable paths only for phobos's own directories and what
 the job writes (holding area, repository, storage), capabilities per kind, a system
 call allow-list, address families (network only for pulls, commands and notifiers that
-need it), devices (the BlinkStick's hidraw, block devices for drives). Jobs that open
-drives or enter the backup mount namespace keep ``CAP_SYS_ADMIN`` and mount namespaces,
-and get no mount namespace of their own: systemd would copy it without the nsfs mount
-that holds the backup namespace, so every mount-based option (``ProtectSystem=``,
-``PrivateTmp=``, ``PrivateDevices=``, ``ProtectKernel*=``, ``ProtectProc=``) is left out
-of their units.
+need it), devices (the BlinkStick's hidraw, block devices for drives). Units of jobs
+that use drives join the backup mount namespace: they keep ``CAP_SYS_ADMIN`` and mount
+namespaces, and get no mount namespace of their own, since systemd would copy it without
+the nsfs mount that holds the backup namespace; so every mount-based option
+(``ProtectSystem=``, ``PrivateTmp=``, ``PrivateDevices=``, ``ProtectKernel*=``,
+``ProtectProc=``) is left out of them. Jobs that need only the hidden storage keep all
+of it and mount the storage in their unit's own namespace (``PHOBOS_STORAGE_MOUNT``).
 """
 
 from __future__ import annotations
@@ -164,6 +165,7 @@ FILE_CAPS = frozenset({"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "
 # needs CAP_SYS_ADMIN and CAP_SYS_CHROOT; cryptsetup locks the volume key in memory.
 DRIVE_CAPS = frozenset({"CAP_SYS_ADMIN", "CAP_SYS_CHROOT", "CAP_IPC_LOCK"})
 NAMESPACE_CAPS = frozenset({"CAP_SYS_ADMIN", "CAP_SYS_CHROOT"})
+STORAGE_MOUNT_CAPS = frozenset({"CAP_SYS_ADMIN"})
 KIND_CAPS: Mapping[JobKind, frozenset[str]] = {
     # rsync --archive recreates owners, modes, ACLs and file capabilities (xattrs).
     JobKind.PULL: FILE_CAPS | {"CAP_SETFCAP"},
@@ -208,6 +210,9 @@ class Sandbox:
     a repository not initialized yet) and then stay read-only for that run.
     ``host_devices`` keeps the host's /dev (filtered by ``devices``, the DeviceAllow=
     list); otherwise /dev is private and ``bind_devices`` are bound into it.
+    ``namespaces``: the unit's processes join the backup namespace; ``private_storage``:
+    they mount the storage in the unit's own mount namespace instead
+    (:func:`phobos.namespace.mount_storage_privately`).
     """
 
     write: frozenset[Path] = frozenset()
@@ -218,6 +223,7 @@ class Sandbox:
     privileged_calls: bool = False
     resource_calls: bool = False
     namespaces: bool = False
+    private_storage: bool = False
     mounts: bool = False
     devices: frozenset[str] = frozenset()
     host_devices: bool = False
@@ -349,18 +355,44 @@ def job_sandbox(config: Config, name: str) -> Sandbox:
     if extra is not None:
         optional.update(extra.read_write_paths)
     drive = kind in DRIVE_KINDS
-    namespace = drive or _uses_namespace(config, job)
+    hidden = _uses_namespace(config, job)
+    # Drives are mounted in the backup namespace, so their users join it; a job that
+    # only needs the hidden storage mounts it in its unit's own namespace and keeps the
+    # mount-based sandbox that joining would cost (see _kernel_lines).
+    joins = drive or (hidden and _uses_drive(config, job))
+    private = hidden and not joins
     touched = [*_mentioned_paths(job), *optional]
     return Sandbox(
         write=frozenset(must), write_optional=frozenset(optional),
         home_read=kind in READ_ANYWHERE_KINDS or any(in_home(p) for p in touched),
         families=KIND_FAMILIES.get(kind, frozenset()) | (
             INET if extra is not None and extra.network else frozenset()),
-        capabilities=KIND_CAPS[kind] | (NAMESPACE_CAPS if namespace else frozenset()),
+        capabilities=KIND_CAPS[kind] | (NAMESPACE_CAPS if joins else frozenset())
+        | (STORAGE_MOUNT_CAPS if private else frozenset()),
         privileged_calls=kind in PRIVILEGED_KINDS, resource_calls=drive,
-        namespaces=namespace, mounts=drive,
-        devices=DRIVE_DEVICES if drive else frozenset(), host_devices=drive,
+        namespaces=joins, private_storage=private, mounts=drive or private,
+        devices=(DRIVE_DEVICES if drive else _storage_devices(config) if private
+                 else frozenset()),
+        host_devices=drive or private,
         suid=kind in SUID_KINDS or (extra is not None and extra.setuid))
+
+
+def _uses_drive(config: Config, job: JobBase) -> bool:
+    return any(r.name.startswith("drive:") for r in job.resources(config))
+
+
+DEVICE_TAGS = (("UUID=", "/dev/disk/by-uuid/"), ("LABEL=", "/dev/disk/by-label/"),
+               ("PARTUUID=", "/dev/disk/by-partuuid/"))
+
+
+def _storage_devices(config: Config) -> frozenset[str]:
+    """DeviceAllow= for mounting ``[storage] device``: its node where the config names
+    one (systemd resolves the link when the unit starts), else any block device."""
+    device = config.storage.device or ""
+    for tag, directory in DEVICE_TAGS:
+        if device.startswith(tag):
+            return frozenset({f"{directory}{device.removeprefix(tag)} rw"})
+    return frozenset({f"{device} rw" if device.startswith("/dev/") else "block-* rw"})
 
 
 def drive_sandbox(config: Config, drive: str) -> Sandbox:
@@ -517,6 +549,14 @@ def _namespace_lines(target: Target, sandbox: Sandbox) -> list[str]:
     return [f"ExecStartPre=+{_exec(target, 'ns', 'create')}"]
 
 
+def _private_storage_lines(sandbox: Sandbox) -> list[str]:
+    if not sandbox.private_storage:
+        return []
+    from .namespace import STORAGE_MOUNT_ENV
+
+    return [f"Environment={STORAGE_MOUNT_ENV}=private"]
+
+
 def render_job_service(config: Config, target: Target, name: str) -> str:
     job = config.jobs[name]
     sandbox = job_sandbox(config, name)
@@ -529,6 +569,7 @@ def render_job_service(config: Config, target: Target, name: str) -> str:
         unit.append("RequiresMountsFor=" + " ".join(quote_path(str(p)) for p in storage))
     trigger = "timer" if job.schedule else "manual"
     service = [*_service_common(), *_namespace_lines(target, sandbox),
+               *_private_storage_lines(sandbox),
                f"ExecStart={_exec(target, 'run', name, '--trigger', trigger)}",
                f"SyslogIdentifier=phobos-{name}",
                *hardening(config, sandbox | notify_sandbox(config))]
@@ -736,11 +777,15 @@ def render(config: Config, target: Target) -> dict[str, str]:
 
 def required_directories(config: Config) -> list[Path]:
     """Directories that must exist for the units to start (their ``ReadWritePaths=``
-    without ``-``), created by :func:`install`."""
+    without ``-``, and the storage's mount point for units that mount it themselves
+    under ``ProtectSystem=strict``), created by :func:`install`."""
     _, own = _managed(config)
     needed = set(own)
     for name in config.jobs:
-        needed |= job_sandbox(config, name).write
+        sandbox = job_sandbox(config, name)
+        needed |= sandbox.write
+        if sandbox.private_storage:
+            needed.add(config.storage.root)
     for drive in config.drives:
         needed |= drive_sandbox(config, drive).write
     return sorted(needed)

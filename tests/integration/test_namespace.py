@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from test_drive_sync import Loops, sh
 
-from conftest import Sandbox
+from conftest import Sandbox, phobos_env
 from phobos.config import load
 from phobos.history import History
 from phobos.repos import summary
@@ -181,3 +181,75 @@ def test_destroy_leaves_nothing_behind(storage: Storage) -> None:
     assert gone.returncode == 3 and "no backup namespace" in gone.stdout
     again = storage.sandbox.phobos("ns", "destroy")
     assert again.returncode == 0 and "no backup namespace to drop" in again.stdout
+
+
+# --- the storage mounted in a unit's own namespace (PHOBOS_STORAGE_MOUNT=private) ----------
+
+
+@pytest.fixture
+def shared_storage(sandbox: Sandbox) -> Iterator[Storage]:
+    """Storage whose mount point lies on a *shared* mount, as / is on a systemd host: a
+    mount made there in the host's namespace would show in every namespace."""
+    loops = Loops(sandbox.root)
+    img = sandbox.root / "storage.img"
+    sh("truncate", "-s", "32M", str(img))
+    sh("mkfs.ext4", "-q", str(img))
+    device = loops.attach(img)
+    top = sandbox.root / "shared"
+    top.mkdir()
+    sh("mount", "-t", "tmpfs", "-o", "size=1m", "phobos-shared", str(top))
+    sh("mount", "--make-shared", str(top))
+    root = top / "backup"
+    root.mkdir()
+    # The job writes where it may (its repository) and fails if it can write elsewhere.
+    script = f"echo written > {root}/borg/mark && if touch {root}/stray; then exit 9; fi"
+    sandbox.write(f"""
+        [storage]
+        root = "{root}"
+        holding = "{root}/holding"
+        device = "{device}"
+
+        [repos.main]
+        path = "{root}/borg"
+
+        [jobs.writer]
+        kind = "command"
+        argv = ["sh", "-c", "{script}"]
+        writes = ["repo:main"]
+        """)
+    fixture = Storage(sandbox=sandbox, device=device, root=root)
+    try:
+        yield fixture
+    finally:
+        sandbox.phobos("ns", "destroy", "--force")
+        for point in reversed(fixture.host_mounts()):
+            subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+        loops.cleanup()
+
+
+def _run_private(storage: Storage, *wrapper: str) -> subprocess.CompletedProcess[str]:
+    env = {**phobos_env(), "PHOBOS_STORAGE_MOUNT": "private"}
+    return subprocess.run([*wrapper, *storage.sandbox.argv("run", "writer")], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_unit_mounts_the_storage_in_its_own_namespace(shared_storage: Storage) -> None:
+    """What the units of storage-only jobs do: the mount stays in the unit's (slave)
+    namespace, writable only where the job writes, and never shows outside."""
+    done = _run_private(shared_storage, "unshare", "--mount", "--propagation", "slave")
+    assert done.returncode == 0, done.stderr
+    assert "step mount-storage: mount" in done.stderr
+    assert "step storage-read-only" in done.stderr  # the touch of stray failed: exit 0
+    assert "Read-only file system" in done.stderr
+    assert shared_storage.host_mounts() == [str(shared_storage.root.parent)]
+    inside = shared_storage.sandbox.phobos("ns", "enter", "cat",
+                                           str(shared_storage.root / "borg" / "mark"))
+    assert inside.stdout == "written\n", inside.stderr
+
+
+def test_private_storage_mount_refused_where_it_would_propagate(
+        shared_storage: Storage) -> None:
+    done = _run_private(shared_storage)  # the host's own namespace: the mount would show
+    assert done.returncode != 0
+    assert "would propagate out of this mount namespace" in done.stderr, done.stderr
+    assert shared_storage.host_mounts() == [str(shared_storage.root.parent)]

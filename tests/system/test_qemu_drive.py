@@ -117,6 +117,11 @@ class Nas:
                  f"{waited:.1f} s")
         return state
 
+    def start(self, unit: str) -> None:
+        """``systemctl start`` (waits for a oneshot unit); a failure shows its journal."""
+        done = self.guest.run(["systemctl", "start", unit], check=False, timeout=300)
+        assert done.returncode == 0, done.output + self.journal(unit)[-4000:]
+
     def journal(self, unit: str) -> str:
         return self.guest.run(["journalctl", "--no-pager", "-o", "cat", "-u", unit],
                               check=False).stdout
@@ -413,7 +418,7 @@ def test_second_sync_copies_only_changes(nas: Nas) -> None:
     guest = nas.guest
     guest.sh("head -c 200K /dev/urandom > /srv/data/docs/new.bin")
     with step("archive through its unit"):
-        guest.run(["systemctl", "start", "phobos-job-nightly.service"], timeout=300)
+        nas.start("phobos-job-nightly.service")
     unit = drive_unit(DRIVE_A)
     before = nas.invocation(unit)
     nas.replug(DRIVE_A)
@@ -477,7 +482,7 @@ def test_unplug_mid_copy_fails_cleanly(nas: Nas) -> None:
     guest = nas.guest
     guest.sh("head -c 4M /dev/urandom > /srv/data/docs/video.bin")
     with step("archive through its unit"):
-        guest.run(["systemctl", "start", "phobos-job-nightly.service"], timeout=300)
+        nas.start("phobos-job-nightly.service")
     unit = drive_unit(DRIVE_A)
     mails = len(nas.inbox.about(unit))
     before = nas.invocation(unit)
@@ -598,7 +603,7 @@ def test_archive_waits_for_a_drive_sync(nas: Nas) -> None:
     guest = nas.guest
     guest.sh("head -c 6M /dev/urandom > /srv/data/docs/late.bin")
     with step("archive through its unit"):
-        guest.run(["systemctl", "start", "phobos-job-nightly.service"], timeout=300)
+        nas.start("phobos-job-nightly.service")
     archive = nas.runs("nightly")[0]
     unit = drive_unit(DRIVE_A)
     before = nas.invocation(unit)

@@ -10,7 +10,7 @@ import pytest
 from phobos import namespace
 from phobos.config import parse
 from phobos.locks import Resource
-from phobos.tools.mount import mounted_at, parse_mountinfo
+from phobos.tools.mount import containing, mounted_at, parse_mountinfo
 
 OUTSIDE = """\
 22 27 0:21 / /proc rw,relatime - proc proc rw
@@ -36,6 +36,27 @@ def test_parse_mountinfo() -> None:
     ns = mounted_at(entries, Path("/run/phobos/ns/mnt"))
     assert ns is not None and ns.fstype == "nsfs" and ns.root == "mnt:[4026532177]"
     assert mounted_at(entries, "/backup") is None
+
+
+# A systemd unit's namespace (slave of the host's, shared again in its own peer group)
+# and the host's own.
+UNIT_VIEW = """\
+401 380 254:0 / / ro,relatime shared:210 master:1 - ext4 /dev/vda rw
+402 401 254:1 / /srv ro,relatime shared:211 master:30 - ext4 /dev/vdb rw
+"""
+HOST_VIEW = """\
+27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+30 27 254:1 / /srv rw,relatime shared:30 - ext4 /dev/vdb rw
+"""
+
+
+@pytest.mark.parametrize("view, would_propagate", [(UNIT_VIEW, False), (HOST_VIEW, True)])
+def test_propagation_of_the_mount_below_the_storage(view: str, would_propagate: bool) -> None:
+    entries = parse_mountinfo(view)
+    assert containing(entries, Path("/backup")) == entries[0]
+    below = containing(entries, Path("/srv/backup"))
+    assert below is not None and below.mountpoint == "/srv"
+    assert below.reaches_other_namespaces is would_propagate
 
 
 def test_compare_proves_invisibility() -> None:

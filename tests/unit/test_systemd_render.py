@@ -181,29 +181,40 @@ MOUNT_OPTIONS = ("ProtectSystem", "ProtectHome", "PrivateTmp", "ReadWritePaths",
                  "ProtectControlGroups", "ProtectProc", "ProcSubset")
 
 
-@pytest.mark.parametrize("job", ["backup-luv", "nightly", "check", "offsite"])
-def test_namespace_units_get_no_mount_namespace_of_their_own(job: str) -> None:
+def test_drive_units_get_no_mount_namespace_of_their_own() -> None:
     """systemd would copy the host's mount namespace without the nsfs mount that holds
     the backup namespace, and setns() would have nothing to join."""
+    files = render(_config(SEED), TARGET)
+    for unit in (files["phobos-job-offsite.service"], files["phobos-drive-ext-a.service"]):
+        assert [key for key in MOUNT_OPTIONS if _lines(unit, key)] == []
+        assert _lines(unit, "PrivateMounts") == ["no"]
+        assert _lines(unit, "PrivateDevices") == ["no"]
+        assert _lines(unit, "DevicePolicy") == ["closed"]
+        assert "char-hidraw rw" in _lines(unit, "DeviceAllow")  # the LED still works
+        assert _lines(unit, "ExecStartPre") == [
+            "+/usr/bin/phobos -c /etc/phobos/phobos.toml ns create"]
+        assert _lines(unit, "RestrictNamespaces") == ["mnt"]
+        assert "CAP_SYS_CHROOT" in _lines(unit, "CapabilityBoundingSet")[0]
+
+
+@pytest.mark.parametrize("job", ["backup-luv", "nightly", "check"])
+def test_hidden_storage_jobs_mount_it_in_their_own_sandbox(job: str) -> None:
+    """Jobs that need the hidden storage but no drive keep every mount-based option and
+    mount the storage device in the unit's own namespace."""
     unit = _service(SEED, job)
-    assert [key for key in MOUNT_OPTIONS if _lines(unit, key)] == []
-    assert _lines(unit, "PrivateMounts") == ["no"]
-    assert _lines(unit, "PrivateDevices") == ["no"]
+    assert _lines(unit, "Environment")[-1] == "PHOBOS_STORAGE_MOUNT=private"
+    assert _lines(unit, "ProtectSystem") == ["strict"]
+    assert _lines(unit, "PrivateMounts") == ["yes"]
+    assert _lines(unit, "RestrictNamespaces") == ["yes"]
+    assert "ExecStartPre" not in unit
+    assert "CAP_SYS_ADMIN" in _lines(unit, "CapabilityBoundingSet")[0]
+    assert "CAP_SYS_CHROOT" not in _lines(unit, "CapabilityBoundingSet")[0]
+    assert _lines(unit, "SystemCallFilter")[0] == "@system-service @mount"
+    # Only the storage device among the host's block devices (seed: UUID=0d6c1b7e-...).
     assert _lines(unit, "DevicePolicy") == ["closed"]
-    assert "char-hidraw rw" in _lines(unit, "DeviceAllow")  # the LED still works
-    assert _lines(unit, "CapabilityBoundingSet") != []
-    assert _lines(unit, "SystemCallFilter")[0].startswith("@system-service")
-
-
-def test_namespace_jobs_create_it_outside_the_sandbox() -> None:
-    archive = _service(SEED, "nightly")
-    assert _lines(archive, "ExecStartPre") == [
-        "+/usr/bin/phobos -c /etc/phobos/phobos.toml ns create"]
-    assert _lines(archive, "RestrictNamespaces") == ["mnt"]
-    assert "CAP_SYS_ADMIN" in _lines(archive, "CapabilityBoundingSet")[0]
-    plain = _service(PLAIN, "check")
-    assert "ExecStartPre" not in plain
-    assert _lines(plain, "RestrictNamespaces") == ["yes"]
+    assert "/dev/disk/by-uuid/0d6c1b7e-9f7d-4a55-8d0e-2f4b5f1a9c33 rw" in _lines(
+        unit, "DeviceAllow")
+    assert not any(line.startswith("block-") for line in _lines(unit, "DeviceAllow"))
 
 
 def test_sandbox_override_and_channels() -> None:
@@ -228,7 +239,9 @@ def test_required_directories() -> None:
     assert required_directories(_config(PLAIN)) == [
         Path("/srv/phobos/borg"), Path("/srv/phobos/log"), Path("/srv/phobos/run"),
         Path("/srv/phobos/state")]
-    assert Path("/root/.cache/borg") in required_directories(_config(SEED))
+    seed = required_directories(_config(SEED))
+    assert Path("/root/.cache/borg") in seed
+    assert Path("/backup") in seed  # the units mount the hidden storage there themselves
 
 
 def test_bad_schedule_and_uuid_are_refused() -> None:

@@ -28,6 +28,15 @@ class MountEntry:
     options: str
     fstype: str
     source: str
+    propagation: tuple[str, ...] = ()  # optional fields: "shared:N", "master:N", ...
+
+    @property
+    def reaches_other_namespaces(self) -> bool:
+        """A mount made below this one would show in other mount namespaces: it is
+        shared and no slave, as mounts of the host's own namespace are. (A systemd
+        unit's namespace is a slave of the host's, shared again only within itself.)"""
+        tags = [tag.partition(":")[0] for tag in self.propagation]
+        return "shared" in tags and "master" not in tags
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -57,7 +66,7 @@ def parse_mountinfo(text: str) -> list[MountEntry]:
         entries.append(MountEntry(
             mount_id=int(fields[0]), parent_id=int(fields[1]), devno=fields[2],
             root=unescape(fields[3]), mountpoint=unescape(fields[4]), options=fields[5],
-            fstype=tail[0], source=unescape(tail[1])))
+            fstype=tail[0], source=unescape(tail[1]), propagation=tuple(fields[6:])))
     return entries
 
 
@@ -74,6 +83,18 @@ def mounted_at(entries: Iterable[MountEntry], path: Path | str) -> MountEntry | 
     return found
 
 
+def containing(entries: Iterable[MountEntry], path: Path) -> MountEntry | None:
+    """The mount that ``path`` (absolute, normalized) lies on: the topmost one at the
+    longest mount point that is ``path`` or one of its parents."""
+    candidates = {str(path), *(str(parent) for parent in path.parents)}
+    found = None
+    for entry in entries:
+        if entry.mountpoint in candidates and (
+                found is None or len(entry.mountpoint) >= len(found.mountpoint)):
+            found = entry
+    return found
+
+
 def mount(device: str, mountpoint: Path, *, readonly: bool = False,
           options: Iterable[str] = DRIVE_OPTIONS) -> tuple[str, ...]:
     opts = [*options, "ro" if readonly else "rw"]
@@ -86,6 +107,11 @@ def umount(mountpoint: Path) -> tuple[str, ...]:
 
 def bind(source: Path, target: Path) -> tuple[str, ...]:
     return ("mount", "--bind", str(source), str(target))
+
+
+def remount_readonly(target: Path) -> tuple[str, ...]:
+    """Make the mount at ``target`` read-only; bind mounts below it keep their own flags."""
+    return ("mount", "-o", "remount,bind,ro", str(target))
 
 
 def make_private(target: Path) -> tuple[str, ...]:
