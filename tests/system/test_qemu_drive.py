@@ -596,6 +596,17 @@ def test_timers_fire_pull_and_archive(nas: Nas) -> None:
     last = guest.run([*inside, "--last", "1", "/backup/borg"], env=env)
     listed = guest.run([*inside, f"/backup/borg::{last.stdout.strip()}"], env=env).stdout
     assert "backup/holding/client" in listed and "hello.txt" in listed, listed
+    # Both units kept their sandbox and mounted the hidden storage in their own
+    # namespace, writable only where the job writes; PID 1 never saw it.
+    for run, writable in ((pull, "/backup/holding"), (archive, "/backup/borg")):
+        log = nas.log(run["id"])
+        assert any(line.startswith("step mount-storage: mount ") for line in log), log
+        assert any(line.startswith("step storage-writable: mount --bind ")
+                   and line.endswith(f" {writable}") for line in log), log
+        assert any(line.startswith("step storage-read-only: ") for line in log), log
+        assert not any("joining the backup mount namespace" in line for line in log), log
+    assert " /backup " not in guest.read("/proc/1/mountinfo")
+    assert nas.show("phobos-job-nightly.service", "ProtectSystem")["ProtectSystem"] == "strict"
 
 
 def test_archive_waits_for_a_drive_sync(nas: Nas) -> None:
