@@ -296,11 +296,10 @@ def _touches_drive(resources: Sequence[Resource]) -> bool:
     return any(res.name.startswith("drive:") for res in resources)
 
 
-def storage_writes(config: Config, resources: Sequence[Resource]) -> list[Path]:
-    """The paths on the storage a job with ``resources`` writes: the repositories it
-    uses (Borg writes lock files even to read), the holding area if it writes a host's
-    folder there, the whole storage if it writes ``storage``."""
-    root = config.storage.root
+def written_paths(config: Config, resources: Sequence[Resource]) -> set[Path]:
+    """The paths a job with ``resources`` writes: the repositories it uses (Borg writes
+    lock files even to read), the holding area if it writes a host's folder there (the
+    pull creates it), the storage root if it writes ``storage``."""
     paths: set[Path] = set()
     for res in resources:
         kind, _, name = res.name.partition(":")
@@ -309,8 +308,15 @@ def storage_writes(config: Config, resources: Sequence[Resource]) -> list[Path]:
         elif kind == "holding" and res.write:
             paths.add(config.storage.holding)
         elif kind == "storage" and res.write:
-            paths.add(root)
-    return sorted(p for p in paths if p == root or root in p.parents)
+            paths.add(config.storage.root)
+    return paths
+
+
+def storage_writes(config: Config, resources: Sequence[Resource]) -> list[Path]:
+    """Those of :func:`written_paths` on the storage."""
+    root = config.storage.root
+    return sorted(p for p in written_paths(config, resources)
+                  if p == root or root in p.parents)
 
 
 def mount_storage_privately(config: Config, resources: Sequence[Resource],

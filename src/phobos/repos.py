@@ -501,9 +501,11 @@ def summary(config: Config, name: str, history: Any) -> dict[str, Any]:
     the sliced check's live position, Borg lock holders, the last archive and check."""
     repo = repo_config(config, name)
     hidden = _hidden_from_here(config, repo)
-    # Files out of sight are unknown, not "not initialized".
-    files = (dict.fromkeys(("initialized", "segments", "check_position", "pass_coverage"))
-             | {"borg_locks": []} if hidden else _files_summary(repo.path))
+    if hidden:  # files out of sight are unknown, not "not initialized"
+        files: dict[str, Any] = {"initialized": None, "segments": None, "check_position": None,
+                 "pass_coverage": None, "borg_locks": []}
+    else:
+        files = _files_summary(repo.path)
     out: dict[str, Any] = {"name": name, "path": str(repo.path), "hidden": hidden, **files,
                            "last_archive": None, "last_check": None}
     archive = _latest_stats(config, history, name, "archive", "archive")

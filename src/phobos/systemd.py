@@ -304,21 +304,19 @@ def notify_sandbox(config: Config, *, failure_hook: bool = False) -> Sandbox:
 
 
 def _resource_paths(config: Config, job: JobBase) -> tuple[set[Path], set[Path]]:
-    """(must exist, may be missing) paths the job's resources write to."""
+    """(must exist, may be missing) paths the job's resources write to: Borg's own
+    directories must; repositories, the holding area and the storage may be missing
+    (not initialized yet, or mounted only in a namespace)."""
+    from .namespace import written_paths
+
+    resources = job.resources(config)
     must: set[Path] = set()
-    optional: set[Path] = set()
-    for resource in job.resources(config):
+    for resource in resources:
         kind, _, name = resource.name.partition(":")
         if kind == "repo" and name in config.repos:
-            # Borg writes lock files into the repository even to read it.
             repo = config.repos[name]
-            optional.add(repo.path)
             must.update([repo.base_dir] if repo.base_dir is not None else BORG_HOME_DIRS)
-        elif kind == "holding" and resource.write:
-            optional.add(config.storage.holding)  # the pull creates the host's folder
-        elif kind == "storage" and resource.write:
-            optional.add(config.storage.root)
-    return must, optional
+    return must, written_paths(config, resources)
 
 
 def _mentioned_paths(job: JobBase) -> list[Path]:
