@@ -463,6 +463,26 @@ def test_missing_history_is_an_empty_dashboard(tmp_path: Path) -> None:
     assert not (sandbox.state / "history.sqlite").exists()  # reading created nothing
 
 
+def test_a_repository_on_hidden_storage_is_not_called_uninitialized(tmp_path: Path) -> None:
+    """The dashboard runs outside the backup namespace: a repository on the storage
+    mounted only inside it is out of sight, which the page says instead of claiming
+    it was never initialized."""
+    sandbox = Sandbox(root=tmp_path, config=tmp_path / "phobos.toml")
+    write_config(sandbox, f"""
+[storage]
+root = "{tmp_path}"
+holding = "{tmp_path}/holding"
+device = "/dev/disk/by-label/phobos-storage"
+""")
+    server = start_server(sandbox)
+    try:
+        page = get(server.url).body
+        assert 'data-repo="main"' in page and "in the backup namespace" in page
+        assert "not initialized" not in page
+    finally:
+        server.stop()
+
+
 def test_a_second_server_on_a_busy_port_says_so(server: Server, filled: Sandbox) -> None:
     port = int(server.url.rsplit(":", 1)[1])
     done = filled.phobos("web", "--listen", f"127.0.0.1:{port}", timeout=30)
