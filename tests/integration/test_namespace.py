@@ -4,6 +4,7 @@ the storage run inside it, and destroy leaves nothing behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from collections.abc import Iterator
@@ -43,12 +44,7 @@ def storage(sandbox: Sandbox) -> Iterator[Storage]:
     sh("mkfs.ext4", "-q", "-d", str(content), str(img))
     device = loops.attach(img)
     root = sandbox.root / "backup"
-    sandbox.write(f"""
-        [storage]
-        root = "{root}"
-        holding = "{root}/holding"
-        device = "{device}"
-
+    with _configured(sandbox, loops, device, root, f"""
         [jobs.inside]
         kind = "command"
         argv = ["cat", "{root}/marker"]
@@ -63,7 +59,21 @@ def storage(sandbox: Sandbox) -> Iterator[Storage]:
         kind = "command"
         argv = ["cat", "{root}/marker"]
         writes = ["custom:other"]
-        """)
+        """) as fixture:
+        yield fixture
+
+
+@contextlib.contextmanager
+def _configured(sandbox: Sandbox, loops: Loops, device: str, root: Path,
+                jobs: str) -> Iterator[Storage]:
+    """The config with ``device`` as the storage at ``root`` plus ``jobs``; afterwards
+    the namespace, every mount under the sandbox and the loop devices are gone."""
+    sandbox.write(f"""
+        [storage]
+        root = "{root}"
+        holding = "{root}/holding"
+        device = "{device}"
+        """ + jobs)
     fixture = Storage(sandbox=sandbox, device=device, root=root)
     try:
         yield fixture
@@ -203,12 +213,7 @@ def shared_storage(sandbox: Sandbox) -> Iterator[Storage]:
     root.mkdir()
     # The job writes where it may (its repository) and fails if it can write elsewhere.
     script = f"echo written > {root}/borg/mark && if touch {root}/stray; then exit 9; fi"
-    sandbox.write(f"""
-        [storage]
-        root = "{root}"
-        holding = "{root}/holding"
-        device = "{device}"
-
+    with _configured(sandbox, loops, device, root, f"""
         [repos.main]
         path = "{root}/borg"
 
@@ -216,15 +221,8 @@ def shared_storage(sandbox: Sandbox) -> Iterator[Storage]:
         kind = "command"
         argv = ["sh", "-c", "{script}"]
         writes = ["repo:main"]
-        """)
-    fixture = Storage(sandbox=sandbox, device=device, root=root)
-    try:
+        """) as fixture:
         yield fixture
-    finally:
-        sandbox.phobos("ns", "destroy", "--force")
-        for point in reversed(fixture.host_mounts()):
-            subprocess.run(["umount", "-l", point], check=False, capture_output=True)
-        loops.cleanup()
 
 
 def _run_private(storage: Storage, *wrapper: str) -> subprocess.CompletedProcess[str]:
