@@ -337,7 +337,8 @@ def in_home(path: Path) -> bool:
 
 
 def _uses_namespace(config: Config, job: JobBase) -> bool:
-    """Whether the job runs inside the backup mount namespace (see :mod:`.namespace`)."""
+    """Whether the job needs what only the backup namespace shows: drives, or the storage
+    when ``[storage] device`` hides it (see :mod:`.namespace`)."""
     from .namespace import needs_namespace
 
     return needs_namespace(config, job.resources(config))
