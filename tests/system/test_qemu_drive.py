@@ -112,10 +112,23 @@ class Nas:
             return (state.get("InvocationID", "") not in ("", before)
                     and state.get("ActiveState") in ("inactive", "failed"))
 
-        waited = self.guest.wait_for(f"{unit} to run", done, timeout=timeout, pause=1.0)
+        try:
+            waited = self.guest.wait_for(f"{unit} to run", done, timeout=timeout, pause=1.0)
+        except qemu.SystemTestError as exc:
+            raise AssertionError(f"{exc} ({state}):\n{self.diagnosis(unit)}") from None
         qemu.say(f"[qemu] {unit} ran and finished ({state.get('Result')}) within "
                  f"{waited:.1f} s")
         return state
+
+    def diagnosis(self, unit: str) -> str:
+        """What a stuck or failed unit was doing: its journal, its processes, the latest
+        drive sync's log and the locks."""
+        ps = self.guest.run(["ps", "-eo", "pid,ppid,stat,etime,args"], check=False).stdout
+        runs = self.runs("offsite") if "drive" in unit else []
+        log = "\n".join(self.log(runs[0]["id"])[-40:]) if runs else ""
+        locks = self.phobos("locks", check=False).output
+        return (f"--- journal\n{self.journal(unit)[-4000:]}\n--- ps\n{ps}\n"
+                f"--- last sync's log\n{log}\n--- phobos locks\n{locks}")
 
     def start(self, unit: str) -> None:
         """``systemctl start`` (waits for a oneshot unit); a failure shows its journal."""
