@@ -4,10 +4,17 @@ passphrase never reaching argv, logs or history."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from test_borg_helpers import PASSPHRASE, BorgBox, initialized
+from test_borg_helpers import PASSPHRASE, BorgBox, initialized, wait_for
+
+from conftest import phobos_env
+from phobos.tools import borg as borgtool
 
 
 def test_init_info_list_key_export(sandbox: Any) -> None:
@@ -72,3 +79,51 @@ def test_unknown_repo_and_uninitialized(sandbox: Any) -> None:
     missing = box.phobos("repo", "list", "main")
     assert missing.returncode == 1 and "does not exist" in missing.stderr
     assert not Path(box.repo).exists()
+
+
+BORG = borgtool.Borg(path="borg", version=(1, 4, 5))
+
+
+def test_host_id_is_the_same_in_a_network_namespace_without_mac() -> None:
+    """Borg's own default would be random there (uuid.getnode() finds no MAC)."""
+    probe = [sys.executable, "-c", "from phobos.tools.borg import host_id; print(host_id())"]
+    env = {k: v for k, v in os.environ.items() if k != "BORG_HOST_ID"}
+    inside = [subprocess.run(["unshare", "--net", *probe], capture_output=True, text=True,
+                             env=env, check=True).stdout.strip() for _ in range(2)]
+    outside = subprocess.run(probe, capture_output=True, text=True, env=env,
+                             check=True).stdout.strip()
+    assert inside == [outside, outside]
+    machine_id = Path("/etc/machine-id").read_text().strip()
+    assert outside.endswith(f"@{machine_id}")
+
+
+def test_a_stale_lock_from_a_unit_without_network_is_cleared(sandbox: Any) -> None:
+    """A Borg killed inside a network namespace with no MAC address (a unit with
+    PrivateNetwork=yes) leaves its lock behind. Borg removes a stale lock only if it
+    names this host; by default it names the host by a MAC address, random in such a
+    namespace. phobos gives Borg a stable host id, so the next run, in another such
+    namespace, clears the lock instead of waiting for lock_wait."""
+    box = initialized(sandbox)
+    box.write("", repo_extra='lock_wait = "5m"')
+    env = {**phobos_env(), **borgtool.access(BORG, box.repo, lock_wait=60,
+                                             base_dir=box.root / "borgbase").env,
+           "BORG_PASSPHRASE": PASSPHRASE}
+    holder = subprocess.Popen(["unshare", "--net", "borg", "with-lock", str(box.repo),
+                               "sleep", "600"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: (box.repo / "lock.exclusive").exists(), what="the Borg lock")
+    finally:
+        subprocess.run(["pkill", "-KILL", "-f", f"borg with-lock {box.repo}"], check=False)
+        holder.wait(timeout=30)
+        subprocess.run(["pkill", "-KILL", "-f", "^sleep 600$"], check=False)
+    assert (box.repo / "lock.exclusive").exists()  # stale now
+
+    started = time.monotonic()
+    listed = subprocess.run(["unshare", "--net", *sandbox.argv("repo", "list", "main",
+                                                                  "--json")],
+                            capture_output=True, text=True, timeout=240, env=phobos_env())
+    assert listed.returncode == 0, listed.stderr
+    assert "stale" in listed.stderr, listed.stderr
+    assert time.monotonic() - started < 60  # not lock_wait (5 min)
+    assert not (box.repo / "lock.exclusive").exists()

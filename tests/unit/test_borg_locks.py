@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 from phobos.config import RepoConfig
@@ -15,7 +14,7 @@ from phobos.step import Step
 from phobos.tools import borg as b
 
 BORG14 = b.Borg(path="/usr/bin/borg", version=(1, 4, 5))
-NODE = f"somehost@{uuid.getnode()}"  # "this host" as Borg names it
+NODE = b.host_id()  # "this host" as phobos tells Borg to name it
 
 
 def repo(tmp_path: Path, lock_wait: float = 60.0) -> Repo:

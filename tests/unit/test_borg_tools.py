@@ -157,7 +157,7 @@ def test_meaning(code: int, words: str) -> None:
 def test_lock_holders_from_roster(tmp_path: Path) -> None:
     assert b.lock_holders(tmp_path) == []
     (tmp_path / "lock.exclusive").mkdir()
-    node = os.environ.get("BORG_HOST_ID") or f"whatever@{__import__('uuid').getnode()}"
+    node = f"whatever@{b.host_id().rpartition('@')[2]}"  # the host part is what counts
     roster = {"exclusive": [[node, os.getpid(), 0], ["other.example@1", 77, 0]]}
     (tmp_path / "lock.roster").write_text(json.dumps(roster))
     mine, remote = b.lock_holders(tmp_path)
@@ -169,7 +169,7 @@ def test_lock_holders_from_roster(tmp_path: Path) -> None:
 
 
 def test_stale_lock_is_described_as_stale(tmp_path: Path) -> None:
-    node = f"x@{__import__('uuid').getnode()}"
+    node = b.host_id()
     dead = 2**22 + 12345  # above pid_max on this machine: never alive
     (tmp_path / "lock.roster").write_text(json.dumps({"exclusive": [[node, dead, 0]]}))
     (holder,) = b.lock_holders(tmp_path)

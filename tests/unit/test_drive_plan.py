@@ -17,6 +17,7 @@ from phobos.errors import ConfigError, UsageError
 from phobos.jobs import drive_sync
 from phobos.jobs.drive_sync import DriveSyncJob, Entry
 from phobos.locks import Resource
+from phobos.tools import borg as borgtool
 from phobos.tools import cryptsetup
 from phobos.tools import mount as mnt
 
@@ -142,7 +143,8 @@ def test_holding_area_and_target(tmp_path: Path) -> None:
 def test_borg_base_dir_reaches_borg(tmp_path: Path) -> None:
     config = config_from(tmp_path, OFFSITE)
     repo = config.repos["main"]
-    assert drive_sync.borg_env(repo) == {}
+    # No base_dir here: only the stable host id (see borgtool.host_id).
+    assert drive_sync.borg_env(repo) == {"BORG_HOST_ID": borgtool.host_id()}
     assert drive_sync.explain(11) == "file I/O error (drive full?)"
 
 

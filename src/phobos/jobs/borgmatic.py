@@ -27,6 +27,7 @@ from ..repos import repo_resources, source_resources
 from ..runner import RunContext
 from ..schema import Problems, setting
 from ..step import Step
+from ..tools import borg as borgtool
 
 
 def _nonempty(values: tuple[Any, ...]) -> str | None:
@@ -196,7 +197,9 @@ def plan(job: BorgmaticJob) -> Step:
     argv = [job.program]
     for path in job.configs:
         argv += ["-c", str(path)]
-    return Step(name="borgmatic", argv=(*argv, *job.options, *job.actions))
+    # The host id reaches the Borg that borgmatic runs (see borgtool.host_id).
+    return Step(name="borgmatic", argv=(*argv, *job.options, *job.actions),
+                env={"BORG_HOST_ID": borgtool.host_id()})
 
 
 def execute(ctx: RunContext) -> None:

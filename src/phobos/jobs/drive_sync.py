@@ -32,6 +32,7 @@ from ..locks import Resource
 from ..runner import RunContext
 from ..schema import Problems, setting, suggest
 from ..step import Step
+from ..tools import borg as borgtool
 from ..tools import mount as mnt
 
 LIST_FORMAT = "%i|%l|%n"
@@ -117,7 +118,10 @@ def with_lock_argv(repo: RepoConfig, command: tuple[str, ...]) -> tuple[str, ...
 
 
 def borg_env(repo: RepoConfig) -> dict[str, str]:
-    return {"BORG_BASE_DIR": str(repo.base_dir)} if repo.base_dir else {}
+    env = {"BORG_HOST_ID": borgtool.host_id()}  # see host_id: stale locks must be seen
+    if repo.base_dir:
+        env["BORG_BASE_DIR"] = str(repo.base_dir)
+    return env
 
 
 _RSYNC_EXITS = {

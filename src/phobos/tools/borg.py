@@ -155,6 +155,7 @@ def access(borg: Borg, location: Path | str, *, lock_wait: float,
         "BORG_RELOCATED_REPO_ACCESS_IS_OK": "no",
         "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "no",
         "BORG_DISPLAY_PASSPHRASE": "no",
+        "BORG_HOST_ID": host_id(),
     }
     if borg.modern_exit_codes:
         env["BORG_EXIT_CODES"] = "modern"
@@ -412,17 +413,32 @@ class LockHolder:
         return text
 
 
-def _local_node() -> str:
-    # Borg's host id is "FQDN@MAC-as-int" (or $BORG_HOST_ID); the MAC part is what
-    # reliably identifies this machine (FQDN lookups differ between resolvers).
+def host_id() -> str:
+    """The host id phobos gives every Borg it runs (``BORG_HOST_ID``), and the one its
+    own lock reading assumes.
+
+    Borg's default, "FQDN@MAC", is a random number per process where no network
+    interface has a MAC address, as in units with ``PrivateNetwork=yes``: the lock of a
+    Borg killed there would look like another host's, which Borg never removes as stale,
+    and every later run would wait ``lock_wait`` (a day by default) for it. The machine
+    id is the same in every namespace. An explicit ``$BORG_HOST_ID`` wins."""
     import socket
     import uuid
 
-    return os.environ.get("BORG_HOST_ID") or f"{socket.getfqdn()}@{uuid.getnode()}"
+    explicit = os.environ.get("BORG_HOST_ID")
+    if explicit:
+        return explicit
+    try:
+        machine = Path("/etc/machine-id").read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        machine = ""
+    if machine:
+        return f"{socket.gethostname().split('.')[0]}@{machine}"
+    return f"{socket.getfqdn()}@{uuid.getnode()}"
 
 
 def _is_local(host: str) -> bool:
-    ours = _local_node()
+    ours = host_id()
     return host == ours or host.rpartition("@")[2] == ours.rpartition("@")[2]
 
 
