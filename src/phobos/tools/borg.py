@@ -438,8 +438,14 @@ def host_id() -> str:
 
 
 def _is_local(host: str) -> bool:
-    ours = host_id()
-    return host == ours or host.rpartition("@")[2] == ours.rpartition("@")[2]
+    """Whether a lock's host is this machine: the id phobos gives Borg, or Borg's own
+    default (a Borg run by hand; random, so matching nothing, where there is no MAC)."""
+    import socket
+    import uuid
+
+    node = host.rpartition("@")[2]
+    return any(host == ours or node == ours.rpartition("@")[2]
+               for ours in (host_id(), f"{socket.getfqdn()}@{uuid.getnode()}"))
 
 
 def _command_of(pid: int) -> str | None:
