@@ -41,17 +41,19 @@ class SystemTestError(AssertionError):
     """The system test cannot run here, or the container misbehaved."""
 
 
-def require(*tools: str) -> None:
+def require(*tools: str, why_root: str = "systemd-nspawn") -> None:
+    """Fail (never skip) when a tool is missing or we are not root."""
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         raise SystemTestError(f"missing {', '.join(missing)}: run scripts/setup "
                               "(system tests never skip)")
     if os.geteuid() != 0:
-        raise SystemTestError("system tests need root (systemd-nspawn)")
+        raise SystemTestError(f"system tests need root ({why_root})")
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def cache_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (parallel runs build a cache entry once)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -64,7 +66,7 @@ def rootfs_tarball() -> Path:
     require("mmdebstrap", "systemd-nspawn", "nsenter")
     key = hashlib.sha256(repr((SUITE, PACKAGES)).encode()).hexdigest()[:12]
     tarball = CACHE / f"rootfs-{SUITE}-{key}.tar"
-    with _locked(CACHE / ".lock"):
+    with cache_lock(CACHE / ".lock"):
         if not tarball.exists():
             partial = tarball.with_suffix(".partial.tar")
             subprocess.run(["mmdebstrap", "--quiet", "--variant=minbase", "--mode=root",

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -44,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nspawn import REPO, SystemTestError, wheelhouse
+from nspawn import REPO, SystemTestError, cache_lock, require, wheelhouse
 
 CACHE = Path(os.environ.get("PHOBOS_TEST_CACHE", "/var/cache/phobos-test"))
 SUITE = "bookworm"
@@ -96,15 +95,6 @@ def step(what: str) -> Iterator[None]:
     say(f"[qemu] {what}: {time.monotonic() - started:.1f} s")
 
 
-def require(*tools: str) -> None:
-    missing = [tool for tool in tools if shutil.which(tool) is None]
-    if missing:
-        raise SystemTestError(f"missing {', '.join(missing)}: run scripts/setup "
-                              "(system tests never skip)")
-    if os.geteuid() != 0:
-        raise SystemTestError("QEMU system tests need root (mmdebstrap, image files)")
-
-
 def sh(*argv: str | Path, input: bytes | None = None, timeout: float = 600,
        ) -> subprocess.CompletedProcess[bytes]:
     """Run a host command; a failure raises with its output."""
@@ -116,14 +106,6 @@ def sh(*argv: str | Path, input: bytes | None = None, timeout: float = 600,
                               f"{done.stdout.decode(errors='replace')}"
                               f"{done.stderr.decode(errors='replace')}")
     return done
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 # --- the cached guest image ------------------------------------------------------------------
@@ -146,11 +128,12 @@ def image_key() -> str:
 def guest_image() -> Image:
     """The cached guest image, built first if absent (under a lock: parallel runs build
     it once). Older images of other keys are removed."""
-    require(QEMU, "mmdebstrap", "mkfs.ext4", "systemctl", "chroot")
+    require(QEMU, "mmdebstrap", "mkfs.ext4", "systemctl", "chroot",
+            why_root="mmdebstrap, image files")
     directory = CACHE / f"qemu-{SUITE}-{image_key()}"
     image = Image(root=directory / "root.img", kernel=directory / "vmlinuz",
                   initrd=directory / "initrd.img")
-    with _locked(CACHE / ".lock"):
+    with cache_lock(CACHE / ".lock"):
         if not image.root.exists():
             for old in CACHE.glob(f"qemu-{SUITE}-*"):
                 shutil.rmtree(old, ignore_errors=True)
