@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from phobos.history import History
-from phobos.model import Outcome
+from phobos.core.history import History
+from phobos.core.model import Outcome
 
 HEAVY = ("rich", "sqlite3.dump", "asyncio", "email", "jinja2", "starlette", "apprise",
          "pyudev", "yaml")

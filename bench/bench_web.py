@@ -6,7 +6,7 @@ a fresh read-only connection, the template), without the network; the figure is 
 median (and p95) wall time. Printed against a baseline measured in the same run: the
 same pages with a history of 100 jobs × 10 runs.
 
-Rows are inserted directly through :class:`phobos.history.History` (its connection and
+Rows are inserted directly through :class:`phobos.core.history.History` (its connection and
 schema): 70 command, 20 archive (with Borg stats) and 10 check jobs (with coverage),
 one run every six hours each, some failed or with warnings; one run has a 5,000-line log.
 
@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from phobos.config import Config, load
-from phobos.history import History
+from phobos.config.model import Config, load
+from phobos.core.history import History
 from phobos.web.app import create_app
 
 TARGET_MS = 200.0

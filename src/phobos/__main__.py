@@ -9,11 +9,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from .errors import ExitCode, PhobosError
+from phobos.errors import ExitCode, PhobosError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .cli import build_parser
+    from phobos.cli.main import build_parser
 
     parser = build_parser()
     args = parser.parse_args(argv)

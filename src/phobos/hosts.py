@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import proc
-from .config import Config, HostConfig, _name_problem
-from .errors import PhobosError, UsageError
-from .model import Outcome
-from .schema import suggest
-from .tools import rsync, ssh
-from .tools.ssh import Endpoint, HostKey
+from phobos.config.model import Config, HostConfig, _name_problem
+from phobos.config.schema import suggest
+from phobos.core import proc
+from phobos.core.model import Outcome
+from phobos.errors import PhobosError, UsageError
+from phobos.tools import rsync, ssh
+from phobos.tools.ssh import Endpoint, HostKey
 
 RRSYNC = "/usr/bin/rrsync"
 PROBE_TIMEOUT_SECONDS = 60.0

@@ -49,14 +49,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from . import proc
-from .config import Config
-from .errors import PhobosError, StepFailed, UsageError
-from .files import write_atomic
-from .locks import Resource
-from .step import Step
-from .tools import mount as mnt
-from .tools.mount import MountEntry
+from phobos.config.model import Config
+from phobos.core import proc
+from phobos.core.files import write_atomic
+from phobos.core.locks import Resource
+from phobos.core.step import Step
+from phobos.errors import PhobosError, StepFailed, UsageError
+from phobos.tools import mount as mnt
+from phobos.tools.mount import MountEntry
 
 CLONE_NEWNS = 0x00020000
 NS_DIR = "ns"

@@ -1,4 +1,4 @@
-"""The remote-host lab for pull tests and the pull benchmark: :mod:`phobos.lab` (sshd per
+"""The remote-host lab for pull tests and the pull benchmark: :mod:`phobos.dev.lab` (sshd per
 host in its own network namespace, phobos in a client namespace) plus what tests need:
 a phobos config in the lab's root, the real CLI run inside the client namespace, and
 pytest fixtures. Tools missing or not root: the tests fail, never skip."""
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from phobos import lab as phobos_lab
-from phobos.lab import RemoteHost
+from phobos.dev import lab as phobos_lab
+from phobos.dev.lab import RemoteHost
 
 REPO = Path(__file__).resolve().parents[2]
 

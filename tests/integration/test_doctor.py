@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from phobos import doctor, drives
-from phobos.config import load
+from phobos.config.model import load
+from phobos.doctor import checks as doctor
+from phobos.drives import drive as drives
 
 REPO = Path(__file__).resolve().parents[2]
 UUID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"

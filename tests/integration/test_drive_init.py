@@ -146,8 +146,8 @@ def test_init_sees_mounts_hidden_in_the_namespace(sandbox: Sandbox, loops: Loops
 
 
 def test_the_system_disk_is_refused_even_with_force(sandbox: Sandbox) -> None:
-    from phobos import drives
-    from phobos.config import load
+    from phobos.config.model import load
+    from phobos.drives import drive as drives
     from phobos.errors import UsageError
 
     sandbox.write("")

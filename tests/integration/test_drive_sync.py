@@ -465,8 +465,8 @@ def test_rotation_across_several_syncs(rig: Rig) -> None:
 
 
 def test_overdue_after_max_age(rig: Rig) -> None:
-    from phobos import drives
-    from phobos.config import load
+    from phobos.config.model import load
+    from phobos.drives import drive as drives
 
     make_repo(rig.repo, rig.borg_base, rig.root / "data", 1)
     device = rig.loops.attach(rig.loops.image("a"))

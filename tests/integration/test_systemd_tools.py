@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from phobos.config import Config, parse
-from phobos.systemd import Target, device_unit, escape_path, render
+from phobos.config.model import Config, parse
+from phobos.systemd.units import Target, device_unit, escape_path, render
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "unit" / "golden" / "systemd"

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from phobos.config import parse
+from phobos.config.model import parse
+from phobos.core.locks import Resource
 from phobos.errors import ConfigError
 from phobos.jobs import archive, borgmatic, check
 from phobos.jobs.archive import Retention
-from phobos.locks import Resource
-from phobos.repos import Repo
+from phobos.repos.repo import Repo
 from phobos.tools import borg as b
 
 BORG14 = b.Borg(path="/usr/bin/borg", version=(1, 4, 5))

@@ -7,10 +7,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from phobos.config import RepoConfig
-from phobos.repos import Repo, guarded, wait_for_borg_locks
-from phobos.schema import Duration
-from phobos.step import Step
+from phobos.config.model import RepoConfig
+from phobos.config.schema import Duration
+from phobos.core.step import Step
+from phobos.repos.repo import Repo, guarded, wait_for_borg_locks
 from phobos.tools import borg as b
 
 BORG14 = b.Borg(path="/usr/bin/borg", version=(1, 4, 5))
@@ -89,8 +89,8 @@ def test_shared_holder_blocks_only_exclusive_steps(tmp_path: Path) -> None:
 def test_borg_lock_of_a_phobos_jobs_child_names_the_job(tmp_path: Path) -> None:
     import dataclasses
 
-    from phobos.locks import LockSet, Resource
-    from phobos.model import BusyPolicy
+    from phobos.core.locks import LockSet, Resource
+    from phobos.core.model import BusyPolicy
 
     r = dataclasses.replace(repo(tmp_path, lock_wait=0.2), lock_dir=tmp_path / "locks")
     job_locks = LockSet(tmp_path / "locks", "offsite", 7)  # this process plays the job

@@ -1,4 +1,4 @@
-"""phobos.calendar: normalization, next elapses and errors, as tables.
+"""phobos.oncalendar.spec: normalization, next elapses and errors, as tables.
 
 Every expected value here was checked against systemd-analyze 252 (Debian 12);
 tests/integration/test_calendar_oracle.py re-checks a large corpus against it live.
@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from phobos.calendar import (
+from phobos.oncalendar.spec import (
     CalendarError,
     CalendarSpec,
     format_like_systemd_analyze,

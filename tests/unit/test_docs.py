@@ -6,8 +6,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from phobos.cli import build_parser
-from phobos.reference import render
+from phobos.cli.main import build_parser
+from phobos.config.reference import render
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -32,7 +32,7 @@ def test_man_page_documents_every_command() -> None:
 
 
 def test_bash_completion_offers_the_commands() -> None:
-    from phobos.completion import bash_script
+    from phobos.cli.completion import bash_script
 
     script = bash_script(build_parser())
     probe = ('source /dev/stdin; COMP_WORDS=(phobos dr); COMP_CWORD=1; _phobos; '

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from phobos import doctor, unlock
+from phobos.doctor import checks as doctor
 from phobos.errors import ExitCode, StepFailed
 from phobos.tools import ssh
+from phobos.unlock import client as unlock
 
 # --- the exit-code policy -------------------------------------------------------------
 
@@ -284,7 +285,7 @@ def test_ssh_failures_say_exactly_what_happened(lines: list[str], error: type[Ex
 
 
 def test_render_groups_findings_and_shows_fixes() -> None:
-    from phobos.cli_doctor import render
+    from phobos.cli.doctor import render
 
     text = render("this machine", [doctor.ok("tools", "borg", "Borg 1.4.5"),
                                    doctor.error("config", "file", "bad\n  x: unknown key",

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from phobos import drives
-from phobos.config import Config, load
+from phobos.config.model import Config, load
+from phobos.core.locks import Resource
+from phobos.drives import drive as drives
 from phobos.errors import ConfigError, UsageError
 from phobos.jobs import drive_sync
 from phobos.jobs.drive_sync import DriveSyncJob, Entry
-from phobos.locks import Resource
 from phobos.tools import borg as borgtool
 from phobos.tools import cryptsetup
 from phobos.tools import mount as mnt
@@ -301,7 +301,7 @@ def test_keyfile_is_fresh_and_private(tmp_path: Path) -> None:
 
 
 def test_recovery_sheet_has_the_commands(tmp_path: Path) -> None:
-    from phobos.cli_drive import render_sheet
+    from phobos.cli.drive import render_sheet
 
     config = config_from(tmp_path, OFFSITE)
     sheet = render_sheet(config, drives.get(config, "ext-a"))

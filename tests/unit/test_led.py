@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from phobos.model import LedState, Trigger
+from phobos.core.model import LedState, Trigger
 from phobos.notify import led
 from phobos.notify.led import (
     BlinkStickDriver,

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from phobos.config.schema import line_of, locate_keys
+from phobos.core.history import MIGRATIONS, History
+from phobos.core.locks import LockSet, Resource, holders, merge
+from phobos.core.model import BusyPolicy, Outcome
 from phobos.errors import Busy, PhobosError
-from phobos.history import MIGRATIONS, History
-from phobos.locks import LockSet, Resource, holders, merge
-from phobos.model import BusyPolicy, Outcome
-from phobos.schema import line_of, locate_keys
 
 
 def test_merge_orders_globally_and_write_wins() -> None:
@@ -42,8 +42,8 @@ def test_holder_is_recorded_and_verified_against_the_kernel(tmp_path: Path) -> N
 def test_second_writer_in_another_process_is_refused(tmp_path: Path) -> None:
     locks = LockSet(tmp_path, "a", 1)
     locks.acquire([Resource("storage")], BusyPolicy.FAIL, 1)
-    code = ("import sys; from pathlib import Path; from phobos.locks import LockSet, Resource;"
-            "from phobos.model import BusyPolicy; from phobos.errors import Busy\n"
+    code = ("import sys; from pathlib import Path; from phobos.core.locks import LockSet, Resource;"
+            "from phobos.core.model import BusyPolicy; from phobos.errors import Busy\n"
             "try:\n LockSet(Path(sys.argv[1]), 'b', 2).acquire([Resource('storage')], "
             "BusyPolicy.FAIL, 1)\nexcept Busy as e:\n print(e.message); sys.exit(3)")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
@@ -56,8 +56,8 @@ def test_second_writer_in_another_process_is_refused(tmp_path: Path) -> None:
 def test_failed_acquire_releases_what_it_took(tmp_path: Path) -> None:
     blocker = LockSet(tmp_path, "blocker", 1)
     blocker.acquire([Resource("zzz")], BusyPolicy.FAIL, 1)
-    code = ("import sys; from pathlib import Path; from phobos.locks import LockSet, Resource;"
-            "from phobos.model import BusyPolicy\n"
+    code = ("import sys; from pathlib import Path; from phobos.core.locks import LockSet, Resource;"
+            "from phobos.core.model import BusyPolicy\n"
             "try:\n LockSet(Path(sys.argv[1]), 'b', 2).acquire([Resource('aaa'), "
             "Resource('zzz')], BusyPolicy.FAIL, 1)\nexcept Exception:\n sys.exit(3)")
     assert subprocess.run([sys.executable, "-c", code, str(tmp_path)]).returncode == 3

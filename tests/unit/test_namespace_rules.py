@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from phobos import namespace
-from phobos.config import parse
-from phobos.locks import Resource
+from phobos.config.model import parse
+from phobos.core.locks import Resource
 from phobos.tools.mount import containing, mounted_at, parse_mountinfo
 
 OUTSIDE = """\

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from phobos.config import DEFAULT_CONFIG, Config, EmailConfig, parse, to_plain
+from phobos.config.model import DEFAULT_CONFIG, Config, EmailConfig, parse, to_plain
+from phobos.core.model import LedState, Outcome
 from phobos.errors import ConfigError
-from phobos.model import LedState, Outcome
 from phobos.notify import ping as ping_module
 from phobos.notify.base import EventKind, RunEvent
 from phobos.notify.channel import (

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from phobos import proc
+from phobos.core import proc
+from phobos.core.model import Outcome
 from phobos.errors import SecretLeak, StepFailed, ToolMissing
-from phobos.model import Outcome
 
 
 def collect() -> tuple[list[tuple[str, str]], proc.LineSink]:

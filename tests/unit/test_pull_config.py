@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from phobos.config import Config, load
+from phobos.config.model import Config, load
+from phobos.core.locks import Resource
+from phobos.core.model import Outcome
 from phobos.errors import ConfigError, PhobosError, UsageError
 from phobos.hosts import AddRequest, config_snippet
 from phobos.jobs.pull import HostResult, PullJob, _failure, _stats, plan_host
-from phobos.locks import Resource
-from phobos.model import Outcome
 from phobos.tools.rsync import Features
 
 HEADER = """\

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from phobos.__main__ import main
-from phobos.config import Config, load
-from phobos.history import History
-from phobos.model import Outcome
-from phobos.schedule import job_timing, plan_window, typical_duration
-from phobos.timeline import plan_json, render_svg, render_text, table_rows
+from phobos.config.model import Config, load
+from phobos.core.history import History
+from phobos.core.model import Outcome
+from phobos.schedule.plan import job_timing, plan_window, typical_duration
+from phobos.schedule.timeline import plan_json, render_svg, render_text, table_rows
 
 CONFIG = """
 [paths]
@@ -187,7 +187,7 @@ def test_status_and_schedule_cli(setup: tuple[Config, History],
 
 
 def test_overdue_notifies_once_per_episode(setup: tuple[Config, History]) -> None:
-    from phobos.overdue import notify_new_episodes, overdue_jobs
+    from phobos.schedule.overdue import notify_new_episodes, overdue_jobs
 
     config, history = setup
     warnings: list[str] = []
@@ -207,7 +207,7 @@ def test_overdue_notifies_once_per_episode(setup: tuple[Config, History]) -> Non
 
 
 def test_overdue_drives_never_synced_or_past_max_age(tmp_path: Path) -> None:
-    from phobos.overdue import overdue_drives
+    from phobos.schedule.overdue import overdue_drives
 
     path = tmp_path / "phobos.toml"
     path.write_text(textwrap.dedent(f"""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from phobos.summaries import size, summary
+from phobos.schedule.summaries import size, summary
 
 
 @pytest.mark.parametrize(("kind", "stats", "expected"), [

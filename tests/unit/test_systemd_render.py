@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from phobos.config import Config, parse
-from phobos.systemd import (
+from phobos.config.model import Config, parse
+from phobos.systemd.units import (
     SystemdError,
     Target,
     device_unit,

@@ -2,7 +2,7 @@
 
 Each kind module defines:
 
-- ``CONFIG``: its config dataclass, a subclass of :class:`phobos.config.JobBase` that
+- ``CONFIG``: its config dataclass, a subclass of :class:`phobos.config.model.JobBase` that
   derives the job's resources and checks its references;
 - ``execute(ctx: RunContext) -> None``: runs the job's steps through ``ctx.run``;
   raises a PhobosError on failure, calls ``ctx.warn`` for warnings, fills ``ctx.stats``.
@@ -17,11 +17,11 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ..model import JobKind
+from phobos.core.model import JobKind
 
 if TYPE_CHECKING:
-    from ..config import JobBase
-    from ..schema import Problems
+    from phobos.config.model import JobBase
+    from phobos.config.schema import Problems
 
 # Kinds implemented so far; the others are named in JobKind and refused with a message.
 KIND_MODULES: dict[JobKind, str] = {
@@ -42,7 +42,7 @@ def kind_module(kind: JobKind) -> ModuleType:
 def job_config_class(kind: Any, path: tuple[str, ...],
                      problems: Problems) -> type[JobBase] | None:
     """The config class for a job table's ``kind``; records a problem if there is none."""
-    from ..schema import suggest
+    from phobos.config.schema import suggest
 
     names = [k.value for k in JobKind]
     if kind is None:

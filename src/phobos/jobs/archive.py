@@ -9,7 +9,7 @@ refuses two jobs of one repository whose names the other's glob would match.
 Resources: ``repo:<name>`` exclusive (create, prune and compact take Borg's exclusive
 lock), ``holding:<host>`` shared for each pulled host whose holding folder is archived
 (a pull of that host cannot run meanwhile), and ``storage`` shared when the repository
-or a source lies on the backup storage (see :func:`phobos.repos.source_resources`).
+or a source lies on the backup storage (see :func:`phobos.repos.repo.source_resources`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, JobBase
-from ..locks import Resource
-from ..repos import (
+from phobos.config.model import Config, JobBase
+from phobos.config.schema import Problems, setting
+from phobos.core.locks import Resource
+from phobos.core.runner import RunContext
+from phobos.core.step import Step
+from phobos.repos.repo import (
     Repo,
     borg_step,
     guarded,
@@ -31,10 +34,7 @@ from ..repos import (
     repo_resources,
     source_resources,
 )
-from ..runner import RunContext
-from ..schema import Problems, setting
-from ..step import Step
-from ..tools import borg as borgtool
+from phobos.tools import borg as borgtool
 
 DEFAULT_NAME = "{job}-{now:%Y-%m-%dT%H:%M:%S}"
 

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, JobBase
-from ..errors import ConfigError
-from ..locks import Resource
-from ..repos import repo_resources, source_resources
-from ..runner import RunContext
-from ..schema import Problems, setting
-from ..step import Step
-from ..tools import borg as borgtool
+from phobos.config.model import Config, JobBase
+from phobos.config.schema import Problems, setting
+from phobos.core.locks import Resource
+from phobos.core.runner import RunContext
+from phobos.core.step import Step
+from phobos.errors import ConfigError
+from phobos.repos.repo import repo_resources, source_resources
+from phobos.tools import borg as borgtool
 
 
 def _nonempty(values: tuple[Any, ...]) -> str | None:

@@ -24,14 +24,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import Config, JobBase
-from ..locks import Resource
-from ..model import format_duration
-from ..repos import Repo, guarded, repo_problems, repo_resources
-from ..runner import RunContext
-from ..schema import Duration, Problems, setting
-from ..step import Step
-from ..tools import borg as borgtool
+from phobos.config.model import Config, JobBase
+from phobos.config.schema import Duration, Problems, setting
+from phobos.core.locks import Resource
+from phobos.core.model import format_duration
+from phobos.core.runner import RunContext
+from phobos.core.step import Step
+from phobos.repos.repo import Repo, guarded, repo_problems, repo_resources
+from phobos.tools import borg as borgtool
 
 
 def _positive(value: float | None) -> str | None:
@@ -55,7 +55,7 @@ class CheckJob(JobBase):
         return tuple(repo_resources(config, self.repo, write=True))
 
     def check_refs(self, config: Config, path: tuple[str, ...], problems: Problems) -> None:
-        from .archive import ArchiveJob
+        from phobos.jobs.archive import ArchiveJob
 
         repo_problems(config, self.repo, (*path, "repo"), problems)
         if self.max_duration is not None and (self.last is not None or self.verify_data
@@ -155,7 +155,7 @@ def plan(job: CheckJob, repo: Repo, *, max_duration_arg: int | None,
 
 
 def _archives_glob(ctx: RunContext, job: CheckJob) -> str | None:
-    from .archive import ArchiveJob, archive_glob
+    from phobos.jobs.archive import ArchiveJob, archive_glob
 
     if job.archives_of is None:
         return None

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from ..config import Config, JobBase
-from ..locks import Resource
-from ..runner import RunContext
-from ..schema import Problems, setting, suggest
-from ..step import Step
+from phobos.config.model import Config, JobBase
+from phobos.config.schema import Problems, setting, suggest
+from phobos.core.locks import Resource
+from phobos.core.runner import RunContext
+from phobos.core.step import Step
 
 _RESOURCE = re.compile(r"^(?:storage|(?:holding|repo|drive|[a-z][a-z0-9_-]*):"
                        r"[A-Za-z0-9][A-Za-z0-9._-]*)$")

@@ -2,7 +2,7 @@
 
 Restores a random sample of files from the latest archive into a temporary directory
 and compares each with its source where the source's size and mtime are unchanged
-since the archive (see :func:`phobos.repos.drill`). Any mismatch fails the run; the
+since the archive (see :func:`phobos.repos.repo.drill`). Any mismatch fails the run; the
 stats record files checked, mismatches, skipped files and bytes read.
 
 Resources: ``repo:<name>`` shared (Borg's list and extract take its shared lock), and
@@ -15,9 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Config, JobBase
-from ..locks import Resource
-from ..repos import (
+from phobos.config.model import Config, JobBase
+from phobos.config.schema import Problems, setting
+from phobos.core.locks import Resource
+from phobos.core.runner import RunContext
+from phobos.repos.repo import (
     Repo,
     drill,
     drill_failure,
@@ -26,8 +28,6 @@ from ..repos import (
     repo_resources,
     source_resources,
 )
-from ..runner import RunContext
-from ..schema import Problems, setting
 
 
 def _positive(value: int) -> str | None:
@@ -44,14 +44,14 @@ class DrillJob(JobBase):
                              doc="At most this many bytes restored per drill.")
 
     def archive_jobs(self, config: Config) -> list[tuple[str, JobBase]]:
-        from .archive import ArchiveJob
+        from phobos.jobs.archive import ArchiveJob
 
         return [(name, job) for name, job in config.jobs.items()
                 if isinstance(job, ArchiveJob) and job.repo == self.repo
                 and self.archives_of in (None, name)]
 
     def resources(self, config: Config) -> tuple[Resource, ...]:
-        from .archive import ArchiveJob
+        from phobos.jobs.archive import ArchiveJob
 
         sources: list[Path] = []
         for _, job in self.archive_jobs(config):
@@ -72,7 +72,7 @@ CONFIG = DrillJob
 
 def archives_glob(config: Config, job_name: str | None) -> str | None:
     """The glob of an archive job's archive names (None: every archive)."""
-    from .archive import ArchiveJob, archive_glob
+    from phobos.jobs.archive import ArchiveJob, archive_glob
 
     if job_name is None:
         return None

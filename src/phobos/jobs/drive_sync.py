@@ -24,16 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .. import drives, namespace
-from ..config import Config, JobBase, RepoConfig
-from ..drives import Drive
-from ..errors import Absent, PhobosError, StepFailed
-from ..locks import Resource
-from ..runner import RunContext
-from ..schema import Problems, setting, suggest
-from ..step import Step
-from ..tools import borg as borgtool
-from ..tools import mount as mnt
+from phobos import namespace
+from phobos.config.model import Config, JobBase, RepoConfig
+from phobos.config.schema import Problems, setting, suggest
+from phobos.core.locks import Resource
+from phobos.core.runner import RunContext
+from phobos.core.step import Step
+from phobos.drives import drive as drives
+from phobos.drives.drive import Drive
+from phobos.errors import Absent, PhobosError, StepFailed
+from phobos.tools import borg as borgtool
+from phobos.tools import mount as mnt
 
 LIST_FORMAT = "%i|%l|%n"
 REPO_EXCLUDES = ("--exclude=/lock.exclusive", "--exclude=/lock.roster")

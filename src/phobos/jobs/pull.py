@@ -23,16 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import hosts, proc
-from ..config import Config, JobBase, _ref
-from ..errors import Interrupted, PhobosError, StepFailed
-from ..locks import Resource
-from ..model import Outcome, format_duration
-from ..runner import RunContext
-from ..schema import Problem, Problems, setting
-from ..step import Step
-from ..tools import rsync, ssh
-from ..tools.ssh import Endpoint
+from phobos import hosts
+from phobos.config.model import Config, JobBase, _ref
+from phobos.config.schema import Problem, Problems, setting
+from phobos.core import proc
+from phobos.core.locks import Resource
+from phobos.core.model import Outcome, format_duration
+from phobos.core.runner import RunContext
+from phobos.core.step import Step
+from phobos.errors import Interrupted, PhobosError, StepFailed
+from phobos.tools import rsync, ssh
+from phobos.tools.ssh import Endpoint
 
 DIAGNOSE_TIMEOUT_SECONDS = 60.0
 

@@ -11,9 +11,9 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..config import AppriseConfig
-from ..proc import Redactor
-from .channel import Note, NotifyFailed
+from phobos.config.model import AppriseConfig
+from phobos.core.proc import Redactor
+from phobos.notify.channel import Note, NotifyFailed
 
 if TYPE_CHECKING:
     from types import ModuleType

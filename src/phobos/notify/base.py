@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from ..errors import Interrupted
-from ..model import Outcome
+from phobos.core.model import Outcome
+from phobos.errors import Interrupted
 
 
 class EventKind(StrEnum):

@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import PhobosError
-from ..files import write_atomic
-from ..model import Outcome, format_duration
-from .base import EventKind, RunEvent
+from phobos.core.files import write_atomic
+from phobos.core.model import Outcome, format_duration
+from phobos.errors import PhobosError
+from phobos.notify.base import EventKind, RunEvent
 
 
 class NotifyFailed(PhobosError):
@@ -77,7 +77,7 @@ class Note:
 def log_command(config_source: Path | None, run_id: int) -> str:
     """The command that shows the whole log of ``run_id`` (with ``-c`` for a non-default
     config, so it can be pasted as it is)."""
-    from ..config import DEFAULT_CONFIG
+    from phobos.config.model import DEFAULT_CONFIG
 
     config = "" if config_source in (None, DEFAULT_CONFIG) else f" -c {config_source}"
     return f"phobos{config} log {run_id}"

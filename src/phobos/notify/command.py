@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import proc
-from ..errors import Interrupted, PhobosError
-from ..model import LedState, Outcome
-from .led import COLOURS, LedUnavailable
+from phobos.core import proc
+from phobos.core.model import LedState, Outcome
+from phobos.errors import Interrupted, PhobosError
+from phobos.notify.led import COLOURS, LedUnavailable
 
 COMMAND_TIMEOUT = 10.0  # seconds: a light that takes longer is broken, not busy
 
@@ -31,7 +31,7 @@ def expand(template: tuple[str, ...], state: LedState) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class CommandDriver:
-    """Runs ``argv`` (expanded by :func:`expand`) through :func:`phobos.proc.run` for each
+    """Runs ``argv`` (expanded by :func:`expand`) through :func:`phobos.core.proc.run` for each
     colour; LedUnavailable when the program is missing, fails or hangs."""
 
     argv: tuple[str, ...]

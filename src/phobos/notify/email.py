@@ -3,7 +3,7 @@
 The SMTP password comes from ``password_file`` or the output of ``password_command``; it goes
 to the server through smtplib only — never into argv, a log line or an error message.
 Sendmail gets the message on its stdin (``sendmail -t`` takes the recipients from the
-headers) through :func:`phobos.proc.run`, the one module that starts processes.
+headers) through :func:`phobos.core.proc.run`, the one module that starts processes.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .. import proc
-from ..config import EmailConfig
-from ..errors import ConfigError, PhobosError
-from ..model import Outcome
-from .channel import Note, NotifyFailed
+from phobos.config.model import EmailConfig
+from phobos.core import proc
+from phobos.core.model import Outcome
+from phobos.errors import ConfigError, PhobosError
+from phobos.notify.channel import Note, NotifyFailed
 
 if TYPE_CHECKING:
     import smtplib

@@ -23,9 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from phobos.core.files import write_atomic
+from phobos.core.model import LedState, Outcome, Trigger
 from phobos.errors import PhobosError
-from phobos.files import write_atomic
-from phobos.model import LedState, Outcome, Trigger
 
 
 class LedUnavailable(PhobosError):
@@ -612,5 +612,5 @@ class FileDriver:
                                  ) from exc
 
 
-# CommandDriver (runs the user's argv with `{color}` replaced, through phobos.proc.run) lives in
-# phobos.notify.command, next to the other notifier back ends.
+# CommandDriver (runs the user's argv with `{color}` replaced, through phobos.core.proc.run)
+# lives in phobos.notify.command, next to the other notifier back ends.

@@ -19,12 +19,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
-from .. import __version__
-from ..config import PingConfig
-from ..errors import ConfigError
-from ..model import Outcome
-from .base import EventKind, RunEvent
-from .channel import NotifyFailed, render
+from phobos import __version__
+from phobos.config.model import PingConfig
+from phobos.core.model import Outcome
+from phobos.errors import ConfigError
+from phobos.notify.base import EventKind, RunEvent
+from phobos.notify.channel import NotifyFailed, render
 
 BODY_LIMIT = 100_000  # bytes; healthchecks.io keeps the first 100 kB of a ping body
 

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ..config import Config, LedConfig
-from ..errors import ConfigError, PhobosError
-from .base import EventKind, Notifier, RunEvent
-from .channel import Channel, MessageNotifier, SentLedger
-from .led import BlinkStickDriver, FileDriver, LedDriver, LedTracker
+from phobos.config.model import Config, LedConfig
+from phobos.errors import ConfigError, PhobosError
+from phobos.notify.base import EventKind, Notifier, RunEvent
+from phobos.notify.channel import Channel, MessageNotifier, SentLedger
+from phobos.notify.led import BlinkStickDriver, FileDriver, LedDriver, LedTracker
 
 T = TypeVar("T")
 
@@ -68,7 +68,7 @@ def led_driver(led: LedConfig) -> LedDriver | None:
             raise ConfigError("notify.led: the file driver needs `path`")
         return FileDriver(led.path)
     if led.driver == "command":
-        from .command import CommandDriver
+        from phobos.notify.command import CommandDriver
 
         if not led.command:
             raise ConfigError("notify.led: the command driver needs `command`",
@@ -102,12 +102,12 @@ def message_channels(config: Config) -> dict[str, Channel | PhobosError]:
     notify = config.notify
     factories: dict[str, Callable[[], Channel]] = {}
     if notify.email is not None:
-        from .email import EmailChannel
+        from phobos.notify.email import EmailChannel
 
         email = notify.email
         factories["email"] = lambda: EmailChannel.from_config(email)
     if notify.apprise is not None:
-        from .apprise import AppriseChannel
+        from phobos.notify.apprise import AppriseChannel
 
         apprise = notify.apprise
         factories["apprise"] = lambda: AppriseChannel(apprise)
@@ -118,7 +118,7 @@ def ping_notifier(config: Config) -> Notifier | None:
     """The ping notifier if ``[notify.ping]`` is configured (a BrokenNotifier if unusable)."""
     if config.notify.ping is None:
         return None
-    from .ping import PingNotifier
+    from phobos.notify.ping import PingNotifier
 
     ping = config.notify.ping
     built = _attempt(lambda: PingNotifier.from_config(ping))

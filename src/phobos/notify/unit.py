@@ -14,12 +14,12 @@ import re
 import socket
 from dataclasses import dataclass
 
-from .. import proc
-from ..config import Config
-from ..errors import PhobosError, ToolMissing
-from ..history import History, Run
-from ..model import LedState, Outcome
-from .channel import Delivery, Note, SentLedger, attempt, log_command
+from phobos.config.model import Config
+from phobos.core import proc
+from phobos.core.history import History, Run
+from phobos.core.model import LedState, Outcome
+from phobos.errors import PhobosError, ToolMissing
+from phobos.notify.channel import Delivery, Note, SentLedger, attempt, log_command
 
 JOB_UNIT = re.compile(r"^phobos-job-(?P<job>.+)\.service$")
 _FAILED = (Outcome.FAILED, Outcome.INTERRUPTED)
@@ -120,7 +120,7 @@ def _run_lines(failure: UnitFailure, config: Config) -> list[str]:
 
 def latch_led(config: Config, failure: UnitFailure) -> LedState:
     """Latch red for the unit's job (or the unit): ``phobos led ack`` clears it."""
-    from .setup import led_tracker
+    from phobos.notify.setup import led_tracker
 
     run = failure.run
     outcome = run.outcome if run is not None and run.outcome in _FAILED else Outcome.FAILED
@@ -131,7 +131,7 @@ def latch_led(config: Config, failure: UnitFailure) -> LedState:
 def deliver(config: Config, failure: UnitFailure) -> list[Delivery]:
     """Latch the LED and send the note through every message channel that takes failures
     and has not already delivered this run's failure."""
-    from .setup import message_channels
+    from phobos.notify.setup import message_channels
 
     results = [attempt("led", lambda: f"now {latch_led(config, failure)}")]
     note = unit_note(failure, config)

@@ -1,7 +1,7 @@
 """Borg: the binary and its version, argv builders, output parsers, exit codes, locks.
 
 Everything here is pure except :func:`find` (runs ``borg --version`` once per process
-and binary, through :func:`phobos.proc.run`) and the readers of a repository's own
+and binary, through :func:`phobos.core.proc.run`) and the readers of a repository's own
 files (:func:`lock_holders`, :func:`check_position`, :func:`segment_ids`), which only
 read. Supported: Borg 1.2 and later (1.4 gets ``BORG_EXIT_CODES=modern``).
 
@@ -28,9 +28,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .. import proc
-from ..errors import ToolMissing
-from ..files import write_atomic
+from phobos.core import proc
+from phobos.core.files import write_atomic
+from phobos.errors import ToolMissing
 
 MIN_VERSION = (1, 2, 0)
 WARNING_CODES_MODERN = tuple(range(100, 128))

@@ -22,8 +22,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import StepFailed
-from ..files import write_atomic
+from phobos.core.files import write_atomic
+from phobos.errors import StepFailed
 
 PULL_KEY = "pull_ed25519"
 KNOWN_HOSTS = "known_hosts"

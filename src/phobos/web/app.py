@@ -32,12 +32,12 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ..config import Config
-from ..errors import PhobosError, UsageError
-from ..model import format_duration
-from . import charts, metrics, views
-from .address import is_loopback
-from .readonly import ReadOnlyHistory, open_history
+from phobos.config.model import Config
+from phobos.core.model import format_duration
+from phobos.errors import PhobosError, UsageError
+from phobos.web import charts, metrics, views
+from phobos.web.address import is_loopback
+from phobos.web.readonly import ReadOnlyHistory, open_history
 
 TEMPLATES = Path(__file__).parent / "templates"
 COOKIE = "phobos_token"
@@ -119,7 +119,7 @@ class Pages:
         return self.render("overview.html", page="overview", o=data, refresh=data.refresh)
 
     def timeline(self, request: Request) -> str:
-        from ..timeline import render_svg
+        from phobos.schedule.timeline import render_svg
 
         data = self.read(lambda h: views.timeline(self.config, h, self.clock()))
         return self.render("timeline.html", page="timeline", t=data,

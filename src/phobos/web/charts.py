@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from html import escape
 
-from ..history import Run
-from ..model import format_duration
-from .readonly import Span
+from phobos.core.history import Run
+from phobos.core.model import format_duration
+from phobos.web.readonly import Span
 
 OUTCOME_COLOURS = {"success": "#3f9b4a", "warning": "#e0a526", "failed": "#d8383a",
                    "interrupted": "#a0262b", "skipped": "#9aa0a6", "running": "#2f6fd6",

@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from ..config import Config
-from ..history import History
-from ..model import LedState, Outcome
+from phobos.config.model import Config
+from phobos.core.history import History
+from phobos.core.model import LedState, Outcome
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -48,7 +48,7 @@ class _Family:
 
 
 def render(config: Config, history: History, now: datetime) -> str:
-    from . import views
+    from phobos.web import views
 
     overview = views.overview(config, history, now)
     families = _job_families(history, overview.entries)

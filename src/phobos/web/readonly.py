@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import PhobosError
-from ..history import MIGRATIONS, History, process_start_ticks
+from phobos.core.history import MIGRATIONS, History, process_start_ticks
+from phobos.errors import PhobosError
 
 
 class ReadOnlyHistory(History):

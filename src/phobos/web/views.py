@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..config import Config
-from ..history import History, LogLine, Run
-from ..schedule import Plan, Typical, job_timing, plan_window, typical_duration
-from .readonly import Span, live_runs, runs_since
+from phobos.config.model import Config
+from phobos.core.history import History, LogLine, Run
+from phobos.schedule.plan import Plan, Typical, job_timing, plan_window, typical_duration
+from phobos.web.readonly import Span, live_runs, runs_since
 
 JOB_RUNS = 50  # rows in a job's run table
 CHART_RUNS = 200  # runs in a job's charts
@@ -59,13 +59,13 @@ class Overview:
 
 def status(config: Config, history: History, now: datetime) -> list[dict[str, Any]]:
     """Exactly what ``phobos status --json`` lists under ``jobs``."""
-    from ..cli import status_entries
+    from phobos.cli.main import status_entries
 
     return status_entries(config, history, now)
 
 
 def overview(config: Config, history: History, now: datetime) -> Overview:
-    from ..notify.led import LedTracker
+    from phobos.notify.led import LedTracker
 
     live = live_runs(history)
     entries = status(config, history, now)
@@ -84,13 +84,13 @@ def _refresh(live: dict[int, bool], led: Any = None) -> int:
 
 
 def drive_statuses(config: Config) -> list[Any]:
-    from ..drives import rotation
+    from phobos.drives.drive import rotation
 
     return rotation(config, probe_devices=False)
 
 
 def repo_summaries(config: Config, history: History) -> list[dict[str, Any]]:
-    from ..repos import summary
+    from phobos.repos.repo import summary
 
     return [summary(config, name, history) for name in sorted(config.repos)]
 
@@ -221,7 +221,7 @@ class DrivesPage:
 
 
 def drives_page(config: Config, events: int = 30) -> DrivesPage:
-    from ..drives import load_state
+    from phobos.drives.drive import load_state
 
     state = load_state(config)
     recorded = state.get("drives", {})

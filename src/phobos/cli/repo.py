@@ -1,0 +1,218 @@
+"""``phobos repo``: init, info, list, key-export and drill of Borg repositories.
+
+Output only: the work is in :mod:`phobos.repos.repo`. Each verb takes the repository's
+phobos lock first and fails at once, naming the job that holds it, instead of letting
+Borg wait behind a running job.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from phobos.cli.common import json_flag as _json
+from phobos.cli.common import load_config as _load
+from phobos.cli.common import no_action as _no_action
+from phobos.cli.common import print_json as _print_json
+from phobos.cli.common import say as _echo
+from phobos.cli.common import verb
+from phobos.cli.common import when as _when
+
+
+def register(verbs: Any) -> None:
+    """Add ``repo`` and its actions to the top-level subparsers."""
+    sub = verb(verbs, "repo", "Borg repositories: init, info, list, key-export, drill",
+               _no_action)
+    actions = sub.add_subparsers(dest="action", metavar="ACTION", required=True)
+    _action(actions, "init", "create the repository (encryption from the config)", cmd_init)
+    info = _action(actions, "info", "repository details, last archive, check coverage",
+                   cmd_info)
+    _json(info)
+    listing = _action(actions, "list", "configured repositories, or one's archives", cmd_list,
+                      name_optional=True)
+    _json(listing)
+    export = _action(actions, "key-export", "export the repository key to FILE (keep it "
+                     "off the NAS)", cmd_key_export)
+    export.add_argument("file", type=Path, help="where to write the key")
+    export.add_argument("--paper", action="store_true", help="printable text form")
+    drill = _action(actions, "drill", "restore a sample of files and compare with the "
+                    "sources", cmd_drill)
+    drill.add_argument("--sample", type=int, default=20, help="files to restore (default 20)")
+    drill.add_argument("--max-bytes", type=int, default=256 * 1024 * 1024,
+                       help="at most this many bytes restored (default 256 MiB)")
+    drill.add_argument("--archives-of", metavar="JOB",
+                       help="drill the latest archive of this archive job")
+    _json(drill)
+
+
+def _action(actions: Any, name: str, help_text: str, handler: Any,
+            name_optional: bool = False) -> argparse.ArgumentParser:
+    parser = verb(actions, name, help_text, handler)
+    parser.add_argument("name", nargs="?" if name_optional else None,
+                        help="repository name ([repos.NAME] in the config)")
+    return parser
+
+
+def _open(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """(config, Repo, runner) for the named repository."""
+    from phobos import namespace
+    from phobos.core.locks import Resource
+    from phobos.repos import repo as repos
+
+    config = _load(args)
+    repos.repo_config(config, args.name)
+    # With [storage] device the repository exists only inside the backup namespace; this
+    # process joins it, as `phobos run` does for jobs.
+    namespace.enter_for_job(config, [Resource(name=f"repo:{args.name}")], _echo)
+    repo = repos.Repo.open(config, args.name)
+    return config, repo, repos.guarded(repos.direct_runner(_echo), repo, _echo)
+
+
+# --- verbs --------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from phobos.repos import repo as repos
+
+    config, repo, run = _open(args)
+    with repos.cli_lock(config, args.name, write=True, what="init"):
+        repos.init(repo, run)
+    print(f"repository {args.name} initialized at {repo.config.path} "
+          f"({repo.config.encryption}); export its key now: "
+          f"phobos repo key-export {args.name} FILE")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from phobos.core.history import History
+    from phobos.repos import repo as repos
+
+    config, repo, run = _open(args)
+    with repos.cli_lock(config, args.name, write=False, what="info"):
+        borg_info = repos.info(repo, run)
+    history = History.open(config.paths.state)
+    try:
+        known = repos.summary(config, args.name, history)
+    finally:
+        history.close()
+    if args.json:
+        _print_json({"repo": known, "borg": borg_info})
+        return 0
+    _print_info(known, borg_info)
+    return 0
+
+
+def _print_info(known: dict[str, Any], borg_info: dict[str, Any]) -> None:
+    from phobos.jobs.archive import human_size
+
+    stats = borg_info.get("cache", {}).get("stats", {})
+    print(f"repository {known['name']}: {known['path']}")
+    print(f"  encryption: {borg_info.get('encryption', {}).get('mode', '?')}, "
+          f"id {borg_info.get('repository', {}).get('id', '?')[:16]}")
+    if stats:
+        print(f"  stored: {human_size(stats.get('unique_csize', 0))} "
+              f"(all archives: {human_size(stats.get('total_size', 0))} original)")
+    print(f"  segments: {known['segments']}")
+    for line in _summary_lines(known):
+        print(f"  {line}")
+
+
+def _summary_lines(known: dict[str, Any]) -> list[str]:
+    from phobos.jobs.archive import human_size
+
+    lines = []
+    last = known.get("last_archive")
+    if last:
+        lines.append(f"last archive: {last.get('archive')} by job {last['job']} "
+                     f"({_when(last['started'])}, {last.get('nfiles', '?')} files, "
+                     f"{human_size(last.get('deduplicated_size', 0))} new)")
+    check = known.get("last_check")
+    if known.get("check_position") is not None:
+        lines.append(f"check pass in progress: {100 * (known['pass_coverage'] or 0):.1f}% "
+                     f"(up to segment {known['check_position']})")
+    if check:
+        full = check.get("last_full_pass")
+        lines.append(f"last check: {_when(check['started'])} by job {check['job']}; "
+                     f"last full pass completed: {_when(full) if full else 'never'}")
+    lines += [f"Borg lock: {text}" for text in known.get("borg_locks", [])]
+    return lines
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.name is None:
+        return _list_repos(args)
+    from phobos.repos import repo as repos
+
+    config, repo, run = _open(args)
+    with repos.cli_lock(config, args.name, write=False, what="list"):
+        found = repos.archives(repo, run)
+    if args.json:
+        _print_json({"repo": args.name, "archives": found})
+        return 0
+    for archive in found:
+        print(f"{archive['name']:<48} {archive['time']}  {archive['id'][:12]}")
+    return 0
+
+
+def _list_repos(args: argparse.Namespace) -> int:
+    from phobos import namespace
+    from phobos.core.history import History
+    from phobos.core.locks import Resource
+    from phobos.repos import repo as repos
+
+    config = _load(args)
+    namespace.enter_for_job(config, [Resource(name=f"repo:{name}") for name in config.repos],
+                            _echo)
+    history = History.open(config.paths.state)
+    try:
+        known = [repos.summary(config, name, history) for name in sorted(config.repos)]
+    finally:
+        history.close()
+    if args.json:
+        _print_json({"repos": known})
+        return 0
+    for entry in known:
+        state = "" if entry["initialized"] else " (not initialized: phobos repo init)"
+        print(f"{entry['name']}: {entry['path']}{state}")
+        for line in _summary_lines(entry):
+            print(f"  {line}")
+    return 0
+
+
+def cmd_key_export(args: argparse.Namespace) -> int:
+    from phobos.doctor.checks import record_key_export
+    from phobos.repos import repo as repos
+
+    config, repo, run = _open(args)
+    with repos.cli_lock(config, args.name, write=False, what="key-export"):
+        repos.key_export(repo, run, args.file.resolve(), paper=args.paper)
+    record_key_export(config, args.name, args.file.resolve(), paper=args.paper)
+    print(f"key of {args.name} written to {args.file}; keep it somewhere other than the NAS")
+    return 0
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    from phobos.errors import UsageError
+    from phobos.jobs.drill import archives_glob
+    from phobos.repos import repo as repos
+
+    config, repo, run = _open(args)
+    if args.archives_of is not None and args.archives_of not in config.jobs:
+        raise UsageError(f"no job named {args.archives_of!r}", "see `phobos status`")
+    with repos.cli_lock(config, args.name, write=False, what="drill"):
+        report = repos.drill(repo, run, sample=args.sample, max_bytes=args.max_bytes,
+                             glob=archives_glob(config, args.archives_of))
+    if args.json:
+        _print_json(report.as_stats())
+    else:
+        print(f"drill of {report.archive}: {report.files_checked} files compared, "
+              f"{len(report.mismatches)} mismatches, {report.skipped_changed} changed and "
+              f"{report.skipped_missing} missing at the source, {report.bytes_read} bytes "
+              "restored")
+        for path in report.mismatches:
+            print(f"  MISMATCH {path}")
+    error = repos.drill_failure(report)
+    if error is not None:
+        raise error
+    return 0

@@ -1,0 +1,154 @@
+"""`phobos systemd ...`: render, install, uninstall and list the generated units.
+Output only; the work is in :mod:`phobos.systemd.units`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from phobos.cli.common import verb as _action
+from phobos.errors import ExitCode, UsageError
+
+
+def register(verbs: Any) -> None:
+    """Add the `systemd` verb and its actions to the top-level parser's ``verbs``."""
+    from phobos.cli.main import _json_flag, _verb
+
+    sub = _verb(verbs, "systemd", "generate and install systemd timers and units",
+                cmd_systemd_help)
+    actions = sub.add_subparsers(dest="action", metavar="ACTION", required=True)
+    render = _action(actions, "render", "print the units for the config, or write them "
+                     "to --dir", cmd_systemd_render)
+    render.add_argument("--dir", type=Path, help="write the files into this directory")
+    install = _action(actions, "install", "write the units to /etc/systemd/system, "
+                      "reload, enable and start the timers", cmd_systemd_install)
+    uninstall = _action(actions, "uninstall", "disable and remove exactly the units "
+                        "phobos installed", cmd_systemd_uninstall)
+    listing = _action(actions, "list", "the installed units and whether they are up to "
+                      "date", cmd_systemd_list)
+    for sub_action in (install, uninstall, listing):
+        sub_action.add_argument("--root", type=Path, default=Path("/"),
+                                help="operate on another root file system (an image); "
+                                "systemd is then neither reloaded nor started")
+    _json_flag(listing)
+
+
+def _target(args: argparse.Namespace, config: Any) -> Any:
+    """The program and config the units run: ``[systemd] executable`` or this phobos."""
+    from phobos.config.model import config_path
+    from phobos.systemd.units import Target
+
+    executable = config.systemd.executable or _this_program()
+    return Target(executable=executable, config=Path(os.path.abspath(config_path(args.config))))
+
+
+def _this_program() -> Path:
+    """The phobos program running now: its console script, not ``python -m``."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "phobos" and argv0.exists():
+        return Path(os.path.abspath(argv0))
+    beside = Path(sys.executable).parent / "phobos"
+    if beside.exists():
+        return beside
+    found = shutil.which("phobos")
+    if found:
+        return Path(os.path.abspath(found))
+    raise UsageError("cannot tell which phobos program the units should run",
+                     "set `executable` in the [systemd] table of the config")
+
+
+def _root(args: argparse.Namespace) -> Path:
+    root: Path = args.root
+    if not root.is_absolute() or not root.is_dir():
+        raise UsageError(f"--root {root}: not an existing absolute directory")
+    return root
+
+
+def cmd_systemd_help(args: argparse.Namespace) -> int:  # pragma: no cover - argparse requires
+    return int(ExitCode.USAGE)
+
+
+def cmd_systemd_render(args: argparse.Namespace) -> int:
+    from phobos.cli.main import _load
+    from phobos.systemd.units import render
+
+    config = _load(args)
+    files = render(config, _target(args, config))
+    if args.dir is None:
+        for index, (name, text) in enumerate(files.items()):
+            print(("\n" if index else "") + f"### {name}")
+            print(text, end="")
+        return 0
+    args.dir.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (args.dir / name).write_text(text, encoding="utf-8")
+        print(args.dir / name)
+    return 0
+
+
+def cmd_systemd_install(args: argparse.Namespace) -> int:
+    from phobos.cli.main import _load
+    from phobos.systemd.install import install
+
+    config = _load(args)
+    target = _target(args, config)
+    if not _under_root(args, target.executable).exists():
+        print(f"phobos: warning: {target.executable} does not exist (under {args.root}); "
+              "the units will fail to start", file=sys.stderr)
+    report = install(config, target, _root(args))
+    for path in report.written:
+        print(f"wrote    {path}")
+    for path in report.removed:
+        print(f"removed  {path}")
+    _print_kept(report.kept)
+    print(f"{len(report.written)} written, {len(report.unchanged)} unchanged, "
+          f"{len(report.removed)} removed; enabled: {', '.join(report.enabled) or 'none'}")
+    if not report.live:
+        print("systemd is not running here: units were enabled offline; they start at "
+              "the next boot")
+    return 0
+
+
+def _under_root(args: argparse.Namespace, path: Path) -> Path:
+    return Path(args.root) / path.relative_to("/")
+
+
+def _print_kept(kept: tuple[str, ...]) -> None:
+    for path in kept:
+        print(f"phobos: warning: kept {path}: edited since phobos installed it; "
+              "remove it by hand", file=sys.stderr)
+
+
+def cmd_systemd_uninstall(args: argparse.Namespace) -> int:
+    from phobos.cli.main import _load
+    from phobos.systemd.install import uninstall
+
+    config = _load(args)
+    report = uninstall(config, _root(args))
+    for path in report.removed:
+        print(f"removed  {path}")
+    _print_kept(report.kept)
+    if not report.removed and not report.kept:
+        print("nothing installed by phobos")
+    return int(ExitCode.FAILED) if report.kept else 0
+
+
+def cmd_systemd_list(args: argparse.Namespace) -> int:
+    from phobos.cli.main import _load, _print_json, table
+    from phobos.systemd.install import listing
+
+    config = _load(args)
+    rows = listing(config, _target(args, config), _root(args))
+    if args.json:
+        _print_json({"files": [{"path": r.path, "unit": r.unit, "state": r.state}
+                               for r in rows]})
+        return 0
+    if not rows:
+        print("no units installed by phobos (`phobos systemd install` installs them)")
+        return 0
+    print(table(["UNIT", "STATE", "PATH"], [[r.unit or "-", r.state, r.path] for r in rows]))
+    return 0

@@ -1,0 +1,204 @@
+"""Resource locks: ``fcntl.flock`` files under the run directory.
+
+A job declares the resources it reads or writes (``holding:luv``, ``repo:main``,
+``drive:ext-a``, ``storage``...). Two jobs conflict when they share a resource and at
+least one writes it: readers take shared locks, writers exclusive ones. Locks are
+always taken in one global order (sorted by name), so two runs can never deadlock.
+
+The kernel releases a flock when its holder dies, even by SIGKILL, so a lock can
+never be left behind. Who holds a lock is written next to it as
+``NAME.PID.holder`` (JSON: job, run id, PID, since); a record counts only while
+``/proc/locks`` shows that PID holding the lock file, so stale records are harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from phobos.core.files import write_atomic
+from phobos.core.model import BusyPolicy, format_duration
+from phobos.errors import Busy, PhobosError
+
+POLL_SECONDS = 0.2
+REPORT_EVERY_SECONDS = 60.0
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Resource:
+    """Something two jobs must not use at once. ``write`` makes the lock exclusive."""
+
+    name: str
+    write: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.name} ({'write' if self.write else 'read'})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Holder:
+    resource: str
+    job: str
+    run_id: int
+    pid: int
+    since: float
+    write: bool
+
+    def describe(self) -> str:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
+        return f"job {self.job} (run {self.run_id}, pid {self.pid}, since {since})"
+
+
+def merge(resources: Sequence[Resource]) -> list[Resource]:
+    """One entry per name, exclusive if any use writes; in the global lock order."""
+    merged: dict[str, bool] = {}
+    for res in resources:
+        merged[res.name] = merged.get(res.name, False) or res.write
+    return [Resource(name, write) for name, write in sorted(merged.items())]
+
+
+def _file_stem(name: str) -> str:
+    # Resource names come from validated config names; keep the file name readable.
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name.replace(":", "--"))
+
+
+class LockSet:
+    """Locks held by one run; released by :meth:`release` or when the process dies."""
+
+    def __init__(self, directory: Path, job: str, run_id: int) -> None:
+        self.directory = directory
+        self.job = job
+        self.run_id = run_id
+        self._held: list[tuple[Resource, int, Path]] = []
+
+    def acquire(self, resources: Sequence[Resource], policy: BusyPolicy, timeout: float,
+                on_wait: Callable[[str], None] | None = None) -> None:
+        """Take every lock in global order, applying ``policy`` when one is held.
+
+        ``wait`` polls until ``timeout`` seconds have passed, then raises Busy;
+        ``skip`` and ``fail`` raise Busy at once (the runner records skip vs fail).
+        On any exception the locks taken so far are released.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + timeout
+        try:
+            for res in merge(resources):
+                self._take(res, policy, deadline, on_wait)
+        except BaseException:
+            self.release()
+            raise
+
+    def _take(self, res: Resource, policy: BusyPolicy, deadline: float,
+              on_wait: Callable[[str], None] | None) -> None:
+        path = self.directory / f"{_file_stem(res.name)}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        mode = fcntl.LOCK_EX if res.write else fcntl.LOCK_SH
+        next_report = 0.0
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                try:
+                    blockers = holders(self.directory, res.name)
+                except PhobosError:  # /proc/locks hidden (systemd's ProcSubset=pid)
+                    blockers = []  # naming the holder must not turn a wait into a failure
+                who = "; ".join(h.describe() for h in blockers) or "another process"
+                if policy is not BusyPolicy.WAIT or time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise Busy(f"{res.name} is busy: held by {who}",
+                               "the job will run next time, or wait with on_busy = \"wait\""
+                               ) from None
+                if on_wait is not None and time.monotonic() >= next_report:
+                    left = format_duration(deadline - time.monotonic())
+                    on_wait(f"waiting for {res.name}, held by {who} (giving up in {left})")
+                    next_report = time.monotonic() + REPORT_EVERY_SECONDS
+                time.sleep(POLL_SECONDS)
+        record = self._write_holder(res)
+        self._held.append((res, fd, record))
+
+    def _write_holder(self, res: Resource) -> Path:
+        record = self.directory / f"{_file_stem(res.name)}.{os.getpid()}.holder"
+        data = {"resource": res.name, "job": self.job, "run_id": self.run_id,
+                "pid": os.getpid(), "since": time.time(), "write": res.write}
+        write_atomic(record, json.dumps(data))
+        return record
+
+    def release(self) -> None:
+        """Release every lock this set holds (idempotent)."""
+        while self._held:
+            _, fd, record = self._held.pop()
+            with contextlib.suppress(FileNotFoundError):
+                record.unlink()
+            os.close(fd)  # closing the last descriptor drops the flock
+
+    @property
+    def held(self) -> list[Resource]:
+        return [res for res, _, _ in self._held]
+
+
+@contextlib.contextmanager
+def locked(directory: Path, job: str, run_id: int, resources: Sequence[Resource],
+           policy: BusyPolicy, timeout: float,
+           on_wait: Callable[[str], None] | None = None) -> Iterator[LockSet]:
+    locks = LockSet(directory, job, run_id)
+    locks.acquire(resources, policy, timeout, on_wait)
+    try:
+        yield locks
+    finally:
+        locks.release()
+
+
+def _flock_holders() -> dict[int, set[int]]:
+    """inode -> PIDs holding a FLOCK on it, from /proc/locks."""
+    result: dict[int, set[int]] = {}
+    try:
+        text = Path("/proc/locks").read_text()
+    except OSError as exc:
+        raise PhobosError(f"cannot read /proc/locks: {exc}") from None
+    for line in text.splitlines():
+        parts = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF" ("->" marks waiters)
+        if len(parts) < 6 or parts[1] != "FLOCK" or "->" in parts:
+            continue
+        inode = int(parts[5].rsplit(":", 1)[1])
+        result.setdefault(inode, set()).add(int(parts[4]))
+    return result
+
+
+def holders(directory: Path, resource: str | None = None) -> list[Holder]:
+    """Current holders of all locks (or of one resource), verified against the kernel."""
+    if not directory.is_dir():
+        return []
+    pattern = f"{_file_stem(resource)}.*.holder" if resource else "*.holder"
+    live = _flock_holders()
+    found = []
+    for record in sorted(directory.glob(pattern)):
+        holder = _read_holder(record)
+        if holder is None or (resource is not None and holder.resource != resource):
+            continue
+        lock_file = directory / f"{_file_stem(holder.resource)}.lock"
+        try:
+            inode = lock_file.stat().st_ino
+        except FileNotFoundError:
+            continue
+        if holder.pid in live.get(inode, set()):
+            found.append(holder)
+    return found
+
+
+def _read_holder(record: Path) -> Holder | None:
+    try:
+        data = json.loads(record.read_text())
+        return Holder(resource=str(data["resource"]), job=str(data["job"]),
+                      run_id=int(data["run_id"]), pid=int(data["pid"]),
+                      since=float(data["since"]), write=bool(data["write"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a record being written, or garbage: not a live holder

@@ -1,0 +1,396 @@
+"""The only module that starts processes.
+
+Contract of :func:`run`:
+
+- argv lists only, never a shell;
+- the child's environment is an allow-list of the parent's (PATH, locale, TZ) plus
+  explicit additions; values of additions whose name looks secret are redacted;
+- stdout and stderr are streamed line by line to a sink, redacted;
+- a secret found in argv is refused before anything starts;
+- exit codes are classified by the caller's ok/warn sets;
+- on timeout or interruption (any exception while waiting, e.g. SIGTERM turned into
+  :class:`~phobos.errors.Interrupted`) the child's process group gets SIGTERM, then
+  SIGKILL after a grace period, and is always reaped;
+- the child gets SIGKILL if phobos itself dies (PR_SET_PDEATHSIG), so a SIGKILLed
+  run leaves no orphan behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from phobos.core.model import Outcome, format_duration
+from phobos.errors import Interrupted, SecretLeak, StepFailed, ToolMissing
+
+ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "HOME", "USER", "LOGNAME",
+             "TMPDIR")
+SECRET_ENV = re.compile(r"PASSPHRASE|PASSWORD|PASSWD|SECRET|TOKEN|_KEY$", re.IGNORECASE)
+REDACTED = "********"
+KILL_GRACE_SECONDS = 10.0
+
+_live: set[subprocess.Popen[bytes]] = set()
+_live_lock = threading.Lock()
+
+LineSink = Callable[[str, str], None]
+"""Receives (stream, line) for each output line: stream is "stdout" or "stderr"."""
+
+
+class Redactor:
+    """Replaces known secret values in text. Values shorter than 4 characters are
+    ignored: redacting "1" everywhere would destroy logs and protect nothing."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets: set[str] = set()
+        self.add(*secrets)
+
+    def add(self, *secrets: str) -> None:
+        for secret in secrets:
+            for value in (secret, secret.strip()):
+                if len(value) >= 4:
+                    self._secrets.add(value)
+
+    def __call__(self, text: str) -> str:
+        # Longest first, so a secret containing another is replaced whole.
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    def found_in(self, text: str) -> bool:
+        return any(secret in text for secret in self._secrets)
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        return frozenset(self._secrets)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Result:
+    """What a finished process did. ``stdout`` is kept only when capture was asked for."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    outcome: Outcome
+    duration: float
+    stdout: str = ""
+    tail: tuple[str, ...] = ()
+
+
+@dataclass(slots=True, kw_only=True)
+class _Streams:
+    sink: LineSink | None
+    redact: Redactor
+    capture: bool
+    tail_lines: int
+    captured: list[str] = field(default_factory=list)
+    tail: list[str] = field(default_factory=list)
+    partial: dict[str, bytes] = field(default_factory=dict)
+
+    def feed(self, stream: str, data: bytes) -> None:
+        buffered = self.partial.get(stream, b"") + data
+        *lines, rest = buffered.split(b"\n")
+        self.partial[stream] = rest
+        for raw in lines:
+            self._line(stream, raw)
+
+    def close(self) -> None:
+        for stream, rest in self.partial.items():
+            if rest:
+                self._line(stream, rest)
+        self.partial.clear()
+
+    def _line(self, stream: str, raw: bytes) -> None:
+        text = raw.decode("utf-8", errors="replace").rstrip("\r")
+        if self.capture and stream == "stdout":
+            self.captured.append(text)
+            return
+        text = self.redact(text)
+        self.tail.append(f"{stream}: {text}" if stream == "stderr" else text)
+        del self.tail[: -self.tail_lines]
+        if self.sink is not None:
+            self.sink(stream, text)
+
+
+def child_env(additions: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The allow-listed part of our environment plus explicit additions."""
+    env = {key: os.environ[key] for key in ENV_ALLOW if key in os.environ}
+    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    # Tools installed next to phobos (Borg 1.4 pip-installed into phobos's venv) are
+    # found even when that venv is not on PATH: `.venv/bin/phobos demo` just works.
+    own_bin = os.path.dirname(sys.executable)
+    if own_bin not in env["PATH"].split(os.pathsep):
+        env["PATH"] += os.pathsep + own_bin
+    env.setdefault("LANG", "C.UTF-8")
+    env.update(additions or {})
+    return env
+
+
+def secret_env_values(env: Mapping[str, str]) -> list[str]:
+    """Values of variables whose names say they hold secrets."""
+    return [value for key, value in env.items() if SECRET_ENV.search(key)]
+
+
+def _die_with_parent() -> None:
+    """Runs in the child between fork and exec: SIGKILL it if phobos dies."""
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    secrets: Iterable[str] = (),
+    ok_codes: Iterable[int] = (0,),
+    warn_codes: Iterable[int] = (),
+    timeout: float | None = None,
+    sink: LineSink | None = None,
+    capture: bool = False,
+    cwd: str | Path | None = None,
+    stdin_data: bytes | None = None,
+    pass_fds: Sequence[int] = (),
+    check: bool = True,
+    explain: Callable[[int], str] | None = None,
+    on_start: Callable[[int], None] | None = None,
+    tail_lines: int = 40,
+) -> Result:
+    """Run ``argv`` to completion and classify its exit code.
+
+    With ``check`` (the default) a failing exit code raises :class:`StepFailed` whose
+    message names the program, the code, ``explain(code)`` if given, and the last
+    stderr lines. ``capture`` keeps stdout in the result instead of streaming it (for
+    JSON output). ``on_start`` receives the child's PID (= its process group).
+    """
+    full_env = child_env(env)
+    redact = Redactor(secrets)
+    redact.add(*secret_env_values(env or {}))
+    _refuse_secrets_in_argv(argv, redact)
+    streams = _Streams(sink=sink, redact=redact, capture=capture, tail_lines=tail_lines)
+    started = time.monotonic()
+    proc = _spawn(argv, full_env, cwd, pass_fds, stdin_data is not None)
+    with _live_lock:
+        _live.add(proc)
+    if on_start is not None:
+        on_start(proc.pid)
+    try:
+        _pump(proc, streams, stdin_data, None if timeout is None else started + timeout)
+    except TimeoutError:
+        _terminate_group(proc)
+        raise StepFailed(f"{os.path.basename(argv[0])} did not finish within "
+                         f"{format_duration(timeout)} and was stopped",
+                         "raise the job's `timeout` if the work really takes this long"
+                         ) from None
+    except BaseException:
+        _terminate_group(proc)
+        raise
+    finally:
+        streams.close()
+        with _live_lock:
+            _live.discard(proc)
+    result = _classify(argv, proc.returncode, started, streams, set(ok_codes), set(warn_codes))
+    if check and result.outcome is Outcome.FAILED:
+        raise failure(result, explain)
+    return result
+
+
+def failure(result: Result, explain: Callable[[int], str] | None = None) -> StepFailed:
+    """The error for a failed result: program, exit code, its meaning, last stderr lines."""
+    return StepFailed(_failure_message(result, explain),
+                      "see the whole output with `phobos log RUN_ID` "
+                      "(run ids are in `phobos history`)")
+
+
+def terminate_all() -> None:
+    """Stop every child started by any thread of this process (used on interruption:
+    the signal reaches the main thread only, children of worker threads must stop too).
+    """
+    with _live_lock:
+        children = list(_live)
+    workers = [threading.Thread(target=_terminate_group, args=(child,)) for child in children]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+
+class Child:
+    """A long-running child started by :func:`start` (the daemon's job runs).
+
+    Its output is streamed to the sink by a background thread; :meth:`stop` sends
+    SIGTERM to its process group, then SIGKILL after the grace period, and reaps it.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], streams: _Streams) -> None:
+        self._popen = popen
+        self._pump = threading.Thread(target=self._drain, args=(streams,), daemon=True)
+        self._pump.start()
+
+    def _drain(self, streams: _Streams) -> None:
+        try:
+            _pump(self._popen, streams, None, None)
+        finally:
+            streams.close()
+            with _live_lock:
+                _live.discard(self._popen)
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    def poll(self) -> int | None:
+        """The exit code once the child has exited and its output is drained."""
+        if self._pump.is_alive():
+            return None
+        return self._popen.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self._pump.join(timeout)
+        return self.poll()
+
+    def stop(self) -> int | None:
+        """Ask the child to stop (it records itself as interrupted), wait, reap."""
+        _terminate_group(self._popen)
+        return self.wait(5)
+
+
+def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+          sink: LineSink | None = None) -> Child:
+    """Start ``argv`` without waiting; see :class:`Child`. Same environment rules as run."""
+    redact = Redactor(secret_env_values(env or {}))
+    _refuse_secrets_in_argv(argv, redact)
+    streams = _Streams(sink=sink, redact=redact, capture=False, tail_lines=40)
+    popen = _spawn(argv, child_env(env), None, (), False)
+    with _live_lock:
+        _live.add(popen)
+    return Child(popen, streams)
+
+
+def _refuse_secrets_in_argv(argv: Sequence[str], redact: Redactor) -> None:
+    if any(redact.found_in(arg) for arg in argv):
+        raise SecretLeak(f"refusing to run {argv[0]}: a secret would appear in its argv",
+                         "pass secrets through a file descriptor or the environment")
+
+
+def _spawn(argv: Sequence[str], env: dict[str, str], cwd: str | Path | None,
+           pass_fds: Sequence[int], with_stdin: bool) -> subprocess.Popen[bytes]:
+    try:
+        return subprocess.Popen(
+            list(argv), env=env, cwd=cwd, pass_fds=tuple(pass_fds),
+            stdin=subprocess.PIPE if with_stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True, preexec_fn=_die_with_parent,
+        )
+    except FileNotFoundError as exc:
+        raise ToolMissing(f"{argv[0]}: program not found",
+                          f"install it (see `phobos doctor`) or fix PATH; tried {exc.filename}"
+                          ) from None
+    except PermissionError:
+        raise ToolMissing(f"{argv[0]}: not executable", "check the file's mode") from None
+
+
+def _pump(proc: subprocess.Popen[bytes], streams: _Streams, stdin_data: bytes | None,
+          deadline: float | None) -> None:
+    """Read both pipes until EOF, then reap. Raises TimeoutError past the deadline."""
+    if proc.stdin is not None:
+        _feed_stdin(proc, stdin_data or b"")
+    selector = selectors.DefaultSelector()
+    assert proc.stdout is not None and proc.stderr is not None
+    selector.register(proc.stdout, selectors.EVENT_READ, "stdout")
+    selector.register(proc.stderr, selectors.EVENT_READ, "stderr")
+    with selector:
+        while selector.get_map():
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            events = selector.select(timeout=None if wait is None else min(wait, 1.0))
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError
+            for key, _ in events:
+                data = os.read(key.fd, 65536)
+                if data:
+                    streams.feed(key.data, data)
+                else:
+                    selector.unregister(key.fileobj)
+    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+    try:
+        proc.wait(timeout=remaining)
+    except subprocess.TimeoutExpired:
+        raise TimeoutError from None
+
+
+def _feed_stdin(proc: subprocess.Popen[bytes], data: bytes) -> None:
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(data)
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+
+
+def _terminate_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the child's process group, SIGKILL after a grace period, always reap.
+
+    Interruptions during the grace period are deferred: the child must be reaped
+    even if a second Ctrl-C arrives.
+    """
+    for sig, grace in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        deadline = None if grace is None else time.monotonic() + grace
+        while True:
+            try:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                proc.wait(timeout=remaining)
+                return
+            except subprocess.TimeoutExpired:
+                break
+            except Interrupted:
+                continue
+    for pipe in (proc.stdout, proc.stderr, proc.stdin):
+        if pipe is not None:
+            pipe.close()
+
+
+def _classify(argv: Sequence[str], code: int, started: float, streams: _Streams,
+              ok: set[int], warn: set[int]) -> Result:
+    if code in ok:
+        outcome = Outcome.SUCCESS
+    elif code in warn:
+        outcome = Outcome.WARNING
+    else:
+        outcome = Outcome.FAILED
+    return Result(argv=tuple(streams.redact(a) for a in argv), returncode=code, outcome=outcome,
+                  duration=time.monotonic() - started, stdout="\n".join(streams.captured),
+                  tail=tuple(streams.tail))
+
+
+def describe_exit(code: int) -> str:
+    """``exit code 3`` or ``killed by SIGKILL`` for negative (signal) codes."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _failure_message(result: Result, explain: Callable[[int], str] | None) -> str:
+    program = os.path.basename(result.argv[0])
+    reason = describe_exit(result.returncode)
+    meaning = explain(result.returncode) if explain else ""
+    errors = [line[len("stderr: "):] for line in result.tail if line.startswith("stderr: ")]
+    message = f"{program} failed with {reason}" + (f" ({meaning})" if meaning else "")
+    if errors:
+        message += ": " + " / ".join(errors[-3:])
+    return message

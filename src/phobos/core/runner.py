@@ -1,0 +1,264 @@
+"""One job run, end to end: the single code path behind every trigger.
+
+``run_job`` records the run in history, takes the job's resource locks in global
+order (per its busy policy), runs the kind's ``execute`` with a :class:`RunContext`,
+and records the outcome. Signals (SIGTERM from systemd, Ctrl-C, SIGHUP) become
+:class:`~phobos.errors.Interrupted`, which stops the current step's process group
+and is recorded as an interrupted run. The returned report carries the exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from phobos.config.model import Config, JobBase
+from phobos.core import proc
+from phobos.core.history import History
+from phobos.core.locks import locked
+from phobos.core.model import BusyPolicy, Outcome, Trigger, format_duration
+from phobos.core.step import Step
+from phobos.errors import Absent, Busy, ExitCode, Interrupted, PhobosError, StepFailed
+from phobos.notify.base import EventKind, Notifier, RunEvent, dispatch
+
+Echo = Callable[[str], None]
+LOG_TAIL_LINES = 40
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunReport:
+    run_id: int
+    job: str
+    outcome: Outcome
+    exit_code: ExitCode
+    message: str | None
+    duration: float
+
+
+class RunContext:
+    """What a job kind sees while it runs: config, logging, steps, stats."""
+
+    def __init__(self, *, config: Config, name: str, job: JobBase, run_id: int,
+                 trigger: Trigger, history: History, echo: Echo | None,
+                 deadline: float | None) -> None:
+        self.config = config
+        self.name = name
+        self.job = job
+        self.run_id = run_id
+        self.trigger = trigger
+        self.history = history
+        self.stats: dict[str, Any] = {}
+        self.drive: str | None = None  # set by drive jobs: the drive now safe to remove
+        self.warnings: list[str] = []
+        self._echo = echo
+        self.tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        self._deadline = deadline
+        self._step_seq = 0
+        self._seq_lock = threading.Lock()
+        self.redact = proc.Redactor()
+
+    def log(self, line: str, stream: str = "phobos") -> None:
+        """A line into the run's log (redacted) and, if echoing, onto the terminal."""
+        line = self.redact(line)
+        self.history.log(self.run_id, stream, line)
+        self.tail.append(line)
+        if self._echo is not None:
+            self._echo(f"[{self.name}] {line}")
+
+    def warn_notifier(self, message: str) -> None:
+        """A notifier problem: logged, but it never changes the run's outcome."""
+        self.log(f"warning: {message}")
+
+    def warn(self, message: str) -> None:
+        """Record a warning: the run ends as `warning` unless it fails."""
+        self.warnings.append(message)
+        self.log(f"warning: {message}")
+
+    def run(self, step: Step) -> proc.Result:
+        """Run one step; a failing exit code raises StepFailed naming the step."""
+        with self._seq_lock:  # steps may run in parallel threads
+            self._step_seq += 1
+            seq = self._step_seq
+        self.redact.add(*step.secrets, *proc.secret_env_values(step.env))
+        shown = [self.redact(a) for a in step.argv]
+        self.history.start_step(self.run_id, seq, step.name, shown)
+        self.log(f"step {step.name}: {' '.join(shown)}")
+        try:
+            result = proc.run(
+                step.argv, env=step.env, secrets=(*self.redact.secrets, *step.secrets),
+                ok_codes=step.ok_codes, warn_codes=step.warn_codes,
+                timeout=self._step_timeout(step), sink=self._sink_for(step),
+                capture=step.capture,
+                cwd=step.cwd, stdin_data=step.stdin, check=False,
+                on_start=lambda pid: self.history.set_child(self.run_id, pid))
+        except BaseException:
+            self.history.finish_step(self.run_id, seq, None, Outcome.FAILED)
+            raise
+        self.history.finish_step(self.run_id, seq, result.returncode, result.outcome)
+        if result.outcome is Outcome.FAILED:
+            error = proc.failure(result, step.explain)
+            raise StepFailed(f"step {step.name}: {error.message}", error.hint)
+        if result.outcome is Outcome.WARNING:
+            meaning = step.explain(result.returncode) if step.explain else ""
+            self.warn(f"step {step.name}: {proc.describe_exit(result.returncode)}"
+                      + (f" ({meaning})" if meaning else ""))
+        return result
+
+    def _step_timeout(self, step: Step) -> float | None:
+        if self._deadline is None:
+            return step.timeout
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise StepFailed(f"the job's timeout passed before step {step.name}",
+                             "raise the job's `timeout` if the work really takes this long")
+        return left if step.timeout is None else min(left, step.timeout)
+
+    def _sink_for(self, step: Step) -> proc.LineSink:
+        """Output lines of ``step``, prefixed with its label when it has one (parallel
+        steps, e.g. one pull per host, would be indistinguishable otherwise)."""
+        prefix = f"{step.label}: " if step.label else ""
+        return lambda stream, line: self.log(prefix + line, stream)
+
+
+def run_job(config: Config, name: str, trigger: Trigger, echo: Echo | None = None) -> RunReport:
+    """Run job ``name`` once and record it. Never raises for the job's own failure:
+    the report says what happened (only a bad job name raises, before recording)."""
+    from phobos.jobs import kind_module
+
+    job = config.job(name)
+    module = kind_module(job.kind)
+    history = History.open(config.paths.state)
+    try:
+        history.recover()
+        # Signals count from here: a SIGTERM while the run is being set up (or while a
+        # notifier is told it started) still ends as a recorded interrupted run.
+        with _signals_interrupt():
+            run_id = history.start_run(job=name, kind=str(job.kind), trigger=str(trigger))
+            deadline = None if job.timeout is None else time.monotonic() + job.timeout
+            ctx = RunContext(config=config, name=name, job=job, run_id=run_id,
+                             trigger=trigger, history=history, echo=echo, deadline=deadline)
+            started = time.monotonic()
+            outcome, code, message, notifiers = _start_and_execute(ctx, module.execute)
+            duration = time.monotonic() - started
+            message = ctx.redact(message) if message else None
+            ctx.log(f"{outcome} after {format_duration(duration)}"
+                    + (f": {message}" if message else ""))
+            history.finish_run(run_id, outcome=outcome, exit_code=int(code), message=message,
+                               stats=ctx.stats)
+            dispatch(notifiers, _event(ctx, EventKind.FINISHED, outcome=outcome,
+                                       message=message, duration=duration),
+                     warn=ctx.warn_notifier)
+    finally:
+        history.close()
+    return RunReport(run_id=run_id, job=name, outcome=outcome, exit_code=code,
+                     message=message, duration=duration)
+
+
+def _start_and_execute(ctx: RunContext, execute: Callable[[RunContext], None]
+                       ) -> tuple[Outcome, ExitCode, str | None, list[Notifier]]:
+    """Tell the notifiers, then run; an interruption before the job's own handling
+    (while notifying) is recorded like any other."""
+    notifiers: list[Notifier] = []
+    try:
+        notifiers = _notifiers(ctx)
+        dispatch(notifiers, _event(ctx, EventKind.STARTED), warn=ctx.warn_notifier)
+    except Interrupted as exc:
+        return Outcome.INTERRUPTED, ExitCode.INTERRUPTED, exc.message, notifiers
+    return (*_execute(ctx, execute), notifiers)
+
+
+def _notifiers(ctx: RunContext) -> list[Notifier]:
+    from phobos.notify.setup import build_notifiers
+
+    try:
+        return build_notifiers(ctx.config)
+    except Interrupted:
+        raise
+    except PhobosError as exc:  # a broken notifier setup must not stop the backup
+        ctx.warn_notifier(f"notifiers unavailable: {exc}")
+        return []
+
+
+def _event(ctx: RunContext, kind: EventKind, **details: Any) -> RunEvent:
+    return RunEvent(kind=kind, job=ctx.name, job_kind=str(ctx.job.kind), run_id=ctx.run_id,
+                    trigger=str(ctx.trigger), log_tail=tuple(ctx.tail), pid=os.getpid(),
+                    drive=ctx.drive, **details)
+
+
+def _execute(ctx: RunContext,
+             execute: Callable[[RunContext], None]) -> tuple[Outcome, ExitCode, str | None]:
+    """Locks, then the kind's execute; every way out becomes (outcome, code, message)."""
+    job = ctx.job
+    try:
+        ctx.log(f"run {ctx.run_id} of {job.kind} job {ctx.name} ({ctx.trigger})")
+        from phobos.namespace import enter_for_job  # joins the backup mount namespace if needed
+
+        enter_for_job(ctx.config, job.resources(ctx.config), ctx.log)
+        with locked(ctx.config.paths.run / "locks", ctx.name, ctx.run_id,
+                    job.resources(ctx.config), job.on_busy, job.busy_timeout,
+                    on_wait=ctx.log) as held:
+            ctx.history.mark_locked(ctx.run_id)
+            if held.held:
+                ctx.log("holding " + ", ".join(str(r) for r in held.held))
+            execute(ctx)
+    except Busy as exc:
+        if job.on_busy is BusyPolicy.FAIL:
+            return Outcome.FAILED, ExitCode.FAILED, exc.message
+        return Outcome.SKIPPED, ExitCode.SKIPPED, exc.message
+    except Absent as exc:  # no drive plugged in, say: nothing to do is not a failure
+        return Outcome.SKIPPED, ExitCode.SKIPPED, exc.message
+    except Interrupted as exc:
+        proc.terminate_all()  # children of worker threads (parallel pulls)
+        return Outcome.INTERRUPTED, ExitCode.INTERRUPTED, exc.message
+    except StepFailed as exc:  # its hint is always "see phobos log": the mail says so
+        return Outcome.FAILED, ExitCode.FAILED, exc.message
+    except PhobosError as exc:
+        hint = f" (hint: {exc.hint})" if exc.hint else ""
+        return Outcome.FAILED, ExitCode.FAILED, exc.message + hint
+    except Exception as exc:  # a bug: record it, never leave the run "running"
+        for line in traceback.format_exc().splitlines():
+            ctx.log(line, "stderr")
+        return Outcome.FAILED, ExitCode.INTERNAL, f"internal error: {exc!r}"
+    if ctx.warnings:
+        return Outcome.WARNING, ExitCode.OK, "; ".join(ctx.warnings)
+    return Outcome.SUCCESS, ExitCode.OK, None
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """Turn the first stop signal into Interrupted; later ones are ignored so that
+    cleanup (killing the child, releasing locks, recording history) completes."""
+    fired = False
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        nonlocal fired
+        if fired:
+            return
+        fired = True
+        raise Interrupted(f"stopped by {signal.Signals(signum).name}")
+
+    previous = {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def echo_stderr(line: str) -> None:
+    # One write per line: parallel steps (pulls of several hosts) must not interleave.
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
