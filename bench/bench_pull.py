@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from remotehost import Lab  # noqa: E402
 
-from phobos.config.model import load  # noqa: E402
+from phobos.config.load import load  # noqa: E402
 from phobos.jobs.pull import plan_host  # noqa: E402
 from phobos.tools import rsync  # noqa: E402
 

@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from phobos.config.model import Config, load
+from phobos.config.load import load
+from phobos.config.model import Config
 from phobos.core.history import History
 from phobos.web.app import create_app
 

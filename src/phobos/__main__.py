@@ -13,7 +13,7 @@ from phobos.errors import ExitCode, PhobosError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from phobos.cli.main import build_parser
+    from phobos.cli.parser import build_parser
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -63,6 +63,14 @@ class StepFailed(PhobosError):
     """A step of a job exited with a code that means failure."""
 
 
+class PullFailed(StepFailed):
+    """One or more hosts of a pull job failed."""
+
+
+class HoldingError(PhobosError):
+    """The holding area cannot take the pull (missing, read-only, full)."""
+
+
 class SecretLeak(PhobosError):
     """A secret was about to be put where it must never be (argv)."""
 

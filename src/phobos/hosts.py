@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from phobos.config.model import Config, HostConfig, _name_problem
+from phobos.config.checks import name_problem
+from phobos.config.model import Config
 from phobos.config.schema import suggest
+from phobos.config.tables import HostConfig
 from phobos.core import proc
 from phobos.core.model import Outcome
 from phobos.errors import PhobosError, UsageError
@@ -189,7 +191,7 @@ class AddResult:
 
 
 def _check_request(req: AddRequest) -> None:
-    problems = [m for m in (_name_problem(req.name), address_problem(req.address)) if m]
+    problems = [m for m in (name_problem(req.name), address_problem(req.address)) if m]
     if not 0 < req.port < 65536:
         problems.append(f"{req.port} is not a TCP port (1-65535)")
     if not req.root.startswith("/") or any(c.isspace() or c in "\"'\\" for c in req.root):

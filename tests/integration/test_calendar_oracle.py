@@ -1,4 +1,4 @@
-"""phobos.oncalendar.spec against the real ``systemd-analyze calendar`` (the oracle).
+"""phobos.oncalendar against the real ``systemd-analyze calendar`` (the oracle).
 
 Every corpus expression is run through systemd-analyze (batched: one invocation per local zone
 and base time) and through :func:`format_like_systemd_analyze`; any difference in verdict,
@@ -23,7 +23,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from phobos.oncalendar.spec import CalendarError, format_like_systemd_analyze, parse_calendar
+from phobos.oncalendar.analyze import format_like_systemd_analyze
+from phobos.oncalendar.errors import CalendarError
+from phobos.oncalendar.parse import parse_calendar
 
 ITERATIONS = 5
 SEED = 20240229

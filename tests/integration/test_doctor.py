@@ -18,9 +18,11 @@ from typing import Any
 
 import pytest
 
-from phobos.config.model import load
-from phobos.doctor import checks as doctor
-from phobos.drives import drive as drives
+from phobos.config.load import load
+from phobos.doctor.secrets import Secret, file_mode_finding
+from phobos.drives.identity import default_header_backup
+from phobos.drives.state import record_init
+from phobos.repos.key_exports import record_key_export
 
 REPO = Path(__file__).resolve().parents[2]
 UUID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
@@ -161,18 +163,18 @@ def test_secret_file_modes(tmp_path: Path) -> None:
     key = tmp_path / "ext-a.key"
     key.write_bytes(b"k" * 32)
     key.chmod(0o400)
-    assert doctor.file_mode_finding(doctor.Secret(label="k", path=key)).severity == "ok"
+    assert file_mode_finding(Secret(label="k", path=key)).severity == "ok"
     key.chmod(0o644)
-    bad = doctor.file_mode_finding(doctor.Secret(label="k", path=key))
+    bad = file_mode_finding(Secret(label="k", path=key))
     assert bad is not None and bad.severity == "error" and bad.fix == f"chmod 0400 {key}"
     key.chmod(0o600)
     os.chown(key, 1000, 1000)
-    other = doctor.file_mode_finding(doctor.Secret(label="k", path=key))
+    other = file_mode_finding(Secret(label="k", path=key))
     assert other is not None and other.severity == "warning" and "chown root" in str(other.fix)
     gone = tmp_path / "gone"
-    missing = doctor.file_mode_finding(doctor.Secret(label="g", path=gone))
+    missing = file_mode_finding(Secret(label="g", path=gone))
     assert missing is not None and missing.severity == "error"
-    assert doctor.file_mode_finding(doctor.Secret(label="g", path=gone, required=False)) is None
+    assert file_mode_finding(Secret(label="g", path=gone, required=False)) is None
 
 
 def test_passcommand_files_and_the_keys_directory_are_checked(box: Sandbox) -> None:
@@ -231,7 +233,7 @@ def test_a_bad_config_is_a_finding_and_the_other_checks_still_run(box: Sandbox) 
 
 def test_a_recorded_key_export_counts(box: Sandbox, tmp_path: Path) -> None:
     config = load(box.config)
-    doctor.record_key_export(config, "main", tmp_path / "usb" / "main.key", paper=False)
+    record_key_export(config, "main", tmp_path / "usb" / "main.key", paper=False)
     _, findings = box.report()
     exported = find(findings, "borg keys", "repo main")
     assert exported["severity"] == "ok" and str(tmp_path / "usb" / "main.key") in \
@@ -241,9 +243,9 @@ def test_a_recorded_key_export_counts(box: Sandbox, tmp_path: Path) -> None:
 def test_a_drive_prepared_by_drive_init_counts_as_having_a_recovery_slot(
         box: Sandbox) -> None:
     config = load(box.config)
-    header = drives.default_header_backup(config, "ext-a")
-    drives.record_init(config, "ext-a", {"uuid": UUID, "keyfile": str(box.keyfile),
-                                         "header_backup": str(header)})
+    header = default_header_backup(config, "ext-a")
+    record_init(config, "ext-a", {"uuid": UUID, "keyfile": str(box.keyfile),
+                                  "header_backup": str(header)})
     header.write_bytes(b"header")
     header.chmod(0o400)
     code, findings = box.report()

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from phobos.unlock.client import dropbear_fingerprint
+from phobos.unlock.initramfs_files import dropbear_fingerprint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -277,7 +277,7 @@ def test_unparsable_options_are_reported(tmp_path: Path, value: str) -> None:
 def test_crypt_mappings_under_lvm_are_found_through_sysfs(tmp_path: Path) -> None:
     """A sysfs laid out as the kernel does for LVM on LUKS: dm-1 (the LV) has dm-0 (the
     LUKS mapping) as its slave, which has the partition sda3 as its slave."""
-    from phobos.unlock.client import crypt_mappings
+    from phobos.doctor.initramfs import crypt_mappings
 
     devices = tmp_path / "devices"
     for name, dev, uuid, dm_name, slave in [

@@ -146,8 +146,9 @@ def test_init_sees_mounts_hidden_in_the_namespace(sandbox: Sandbox, loops: Loops
 
 
 def test_the_system_disk_is_refused_even_with_force(sandbox: Sandbox) -> None:
-    from phobos.config.model import load
-    from phobos.drives import drive as drives
+    from phobos.config.load import load
+    from phobos.drives.devices import inspect_device
+    from phobos.drives.init import refuse_unsafe
     from phobos.errors import UsageError
 
     sandbox.write("")
@@ -155,9 +156,9 @@ def test_the_system_disk_is_refused_even_with_force(sandbox: Sandbox) -> None:
     root = os.stat("/").st_dev
     uevent = Path(f"/sys/dev/block/{os.major(root)}:{os.minor(root)}/uevent").read_text()
     system = "/dev/" + re.findall(r"DEVNAME=(\S+)", uevent)[0]
-    info = drives.inspect_device(system)  # reads only
+    info = inspect_device(system)  # reads only
     with pytest.raises(UsageError, match="disk holding the running system"):
-        drives.refuse_unsafe(info, config, force=True)
+        refuse_unsafe(info, config, force=True)
 
 
 def test_confirmation_is_required(sandbox: Sandbox, loops: Loops) -> None:

@@ -465,8 +465,8 @@ def test_rotation_across_several_syncs(rig: Rig) -> None:
 
 
 def test_overdue_after_max_age(rig: Rig) -> None:
-    from phobos.config.model import load
-    from phobos.drives import drive as drives
+    from phobos.config.load import load
+    from phobos.drives.rotation import overdue_drives
 
     make_repo(rig.repo, rig.borg_base, rig.root / "data", 1)
     device = rig.loops.attach(rig.loops.image("a"))
@@ -474,9 +474,9 @@ def test_overdue_after_max_age(rig: Rig) -> None:
     assert rig.sandbox.phobos("drive", "attached", "--uuid", uuid_of(device)).returncode == 0
     config = load(rig.sandbox.config)
 
-    assert [d.name for d in drives.overdue_drives(config)] == ["ext-b"]  # never synced
+    assert [d.name for d in overdue_drives(config)] == ["ext-b"]  # never synced
     later = time.time() + 36 * 86400
-    assert [d.name for d in drives.overdue_drives(config, now=later)] == ["ext-a", "ext-b"]
+    assert [d.name for d in overdue_drives(config, now=later)] == ["ext-a", "ext-b"]
 
 
 # --- mount, eject, sheet ------------------------------------------------------------------------

@@ -15,9 +15,9 @@ import pytest
 from test_drive_sync import Loops, sh
 
 from conftest import Sandbox, phobos_env
-from phobos.config.model import load
+from phobos.config.load import load
 from phobos.core.history import History
-from phobos.repos.repo import summary
+from phobos.repos.summary import summary
 
 
 @dataclass

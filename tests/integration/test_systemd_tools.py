@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from phobos.config.model import Config, parse
-from phobos.systemd.units import Target, device_unit, escape_path, render
+from phobos.config.load import parse
+from phobos.config.model import Config
+from phobos.systemd.names import device_unit, escape_path
+from phobos.systemd.units import Target, render
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "unit" / "golden" / "systemd"

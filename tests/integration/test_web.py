@@ -26,11 +26,11 @@ from pathlib import Path
 import pytest
 
 from conftest import Sandbox
-from phobos.config.model import load
+from phobos.config.load import load
 from phobos.core.history import History
 from phobos.core.model import Outcome
-from phobos.drives.drive import get as drive_of
-from phobos.drives.drive import record_event, record_sync
+from phobos.drives.identity import get as drive_of
+from phobos.drives.state import record_event, record_sync
 
 SECRET = "hunter2-very-secret"
 

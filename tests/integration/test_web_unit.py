@@ -19,8 +19,9 @@ import pytest
 from test_web import Server, fill, free_port, get, interrupt, wait_for_output, write_config
 
 from conftest import REPO, Sandbox, phobos_env
-from phobos.config.model import parse
-from phobos.systemd.units import WEB_UNIT, Target, render
+from phobos.config.load import parse
+from phobos.systemd.names import WEB_UNIT
+from phobos.systemd.units import Target, render
 
 TARGET = Target(executable=Path("/usr/bin/phobos"), config=Path("/etc/phobos/phobos.toml"))
 BASE = """

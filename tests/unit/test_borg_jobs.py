@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from phobos.config.model import parse
+from phobos.config.load import parse
 from phobos.core.locks import Resource
 from phobos.errors import ConfigError
 from phobos.jobs import archive, borgmatic, check

@@ -7,10 +7,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from phobos.config.model import RepoConfig
 from phobos.config.schema import Duration
+from phobos.config.tables import RepoConfig
 from phobos.core.step import Step
-from phobos.repos.repo import Repo, guarded, wait_for_borg_locks
+from phobos.repos.borg_locks import guarded, wait_for_borg_locks
+from phobos.repos.repo import Repo
 from phobos.tools import borg as b
 
 BORG14 = b.Borg(path="/usr/bin/borg", version=(1, 4, 5))

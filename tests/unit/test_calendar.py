@@ -1,4 +1,4 @@
-"""phobos.oncalendar.spec: normalization, next elapses and errors, as tables.
+"""phobos.oncalendar: normalization, next elapses and errors, as tables.
 
 Every expected value here was checked against systemd-analyze 252 (Debian 12);
 tests/integration/test_calendar_oracle.py re-checks a large corpus against it live.
@@ -12,13 +12,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from phobos.oncalendar.spec import (
-    CalendarError,
-    CalendarSpec,
-    format_like_systemd_analyze,
-    format_timestamp_relative,
-    parse_calendar,
-)
+from phobos.errors import ExitCode, PhobosError
+from phobos.oncalendar.analyze import format_like_systemd_analyze, format_timestamp_relative
+from phobos.oncalendar.elapse import iter_elapses, next_elapse
+from phobos.oncalendar.errors import CalendarError
+from phobos.oncalendar.parse import parse_calendar
+from phobos.oncalendar.spec import CalendarSpec
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -171,7 +170,7 @@ ELAPSES = [
 @pytest.mark.parametrize(("text", "zone", "after", "expected"), ELAPSES,
                          ids=[f"{row[0]}@{row[1]}" for row in ELAPSES])
 def test_elapses(text: str, zone: str, after: str, expected: list[str]) -> None:
-    found = spec(text, zone).iter_elapses(datetime.fromisoformat(after), len(expected))
+    found = iter_elapses(spec(text, zone), datetime.fromisoformat(after), len(expected))
     shown = [moment.isoformat() for moment in found]
     assert shown + ["never"] * (len(expected) - len(shown)) == expected
 
@@ -180,39 +179,39 @@ def test_month_step_past_december_hits_systemds_safety_valve_in_dst_zones() -> N
     # 1/5 means months 1, 6, 11, 16...: month 16 overflows into April (summer time), and
     # systemd's restart at January with the April isdst walks back into December for ever.
     every_five = "*-1/5-1 12:00"
-    assert spec(every_five).next_elapse(datetime(2024, 11, 2, tzinfo=UTC)) == datetime(
+    assert next_elapse(spec(every_five), datetime(2024, 11, 2, tzinfo=UTC)) == datetime(
         2025, 1, 1, 12, tzinfo=UTC)
     with pytest.raises(CalendarError, match="infinite loop"):
-        spec(every_five, "Europe/Berlin").next_elapse(datetime(2024, 11, 2, tzinfo=UTC))
+        next_elapse(spec(every_five, "Europe/Berlin"), datetime(2024, 11, 2, tzinfo=UTC))
 
 
 def test_next_elapse_is_strictly_after_and_aware() -> None:
     daily = spec("*-*-* 03:00", "Europe/Berlin")
     at_three = datetime(2024, 5, 1, 3, 0, tzinfo=BERLIN)
-    nxt = daily.next_elapse(at_three)
+    nxt = next_elapse(daily, at_three)
     assert nxt == datetime(2024, 5, 2, 3, 0, tzinfo=BERLIN)
     assert nxt is not None and nxt.tzinfo is not None
-    assert daily.next_elapse(at_three - timedelta(microseconds=1)) == at_three
+    assert next_elapse(daily, at_three - timedelta(microseconds=1)) == at_three
 
 
 def test_after_in_any_zone_means_the_same_instant() -> None:
     daily = spec("*-*-* 03:00 UTC")
     instant = datetime(2024, 5, 1, 2, 0, tzinfo=UTC)
-    assert daily.next_elapse(instant) == daily.next_elapse(instant.astimezone(NEW_YORK))
+    assert next_elapse(daily, instant) == next_elapse(daily, instant.astimezone(NEW_YORK))
 
 
 def test_naive_or_pre_epoch_after_is_refused() -> None:
     with pytest.raises(ValueError, match="naive"):
-        spec("daily").next_elapse(datetime(2024, 1, 1))
+        next_elapse(spec("daily"), datetime(2024, 1, 1))
     with pytest.raises(ValueError, match="1970"):
-        spec("daily").next_elapse(datetime(1969, 1, 1, tzinfo=UTC))
+        next_elapse(spec("daily"), datetime(1969, 1, 1, tzinfo=UTC))
 
 
 def test_iter_elapses_stops_when_the_calendar_does() -> None:
     once = spec("2024-06-01 12:00")
-    assert list(once.iter_elapses(datetime(2024, 1, 1, tzinfo=UTC), 5)) == [
+    assert list(iter_elapses(once, datetime(2024, 1, 1, tzinfo=UTC), 5)) == [
         datetime(2024, 6, 1, 12, tzinfo=UTC)]
-    assert list(once.iter_elapses(datetime(2024, 1, 1, tzinfo=UTC), 0)) == []
+    assert list(iter_elapses(once, datetime(2024, 1, 1, tzinfo=UTC), 0)) == []
 
 
 def test_spec_is_a_frozen_value() -> None:
@@ -264,7 +263,8 @@ def test_bad_expressions_say_what_is_wrong(text: str, message: str) -> None:
         spec(text)
     assert message in str(caught.value)
     assert caught.value.hint
-    assert isinstance(caught.value, ValueError)
+    assert isinstance(caught.value, PhobosError)
+    assert caught.value.exit_code == ExitCode.USAGE
 
 
 def test_241_list_elements_are_still_fine() -> None:

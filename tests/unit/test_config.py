@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from phobos.__main__ import main
-from phobos.config.model import load
+from phobos.config.load import load
 
 HEADER = '[paths]\nstate = "/tmp/x/state"\nrun = "/tmp/x/run"\n'
 

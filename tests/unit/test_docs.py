@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from phobos.cli.main import build_parser
+from phobos.cli.parser import build_parser
 from phobos.config.reference import render
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"

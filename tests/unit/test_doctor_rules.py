@@ -9,17 +9,38 @@ from pathlib import Path
 
 import pytest
 
-from phobos.doctor import checks as doctor
+from phobos.doctor.clock import clock_findings
+from phobos.doctor.findings import (
+    Finding,
+    Severity,
+    areas,
+    counts,
+    error,
+    exit_code,
+    guarded,
+    ok,
+    warning,
+)
+from phobos.doctor.secrets import passcommand_file
+from phobos.doctor.tools import parse_version
 from phobos.errors import ExitCode, StepFailed
 from phobos.tools import ssh
-from phobos.unlock import client as unlock
+from phobos.tools.cryptsetup import parse_keyslots
+from phobos.unlock.client import Initramfs, default_known_hosts, outcome, unlock_argv
+from phobos.unlock.errors import NotWaiting, UnlockCommandMissing, WrongPassphrase
+from phobos.unlock.initramfs_files import (
+    describe_ip,
+    kernel_parameter,
+    parse_crypttab,
+    parse_dropbear_options,
+    shell_value,
+)
 
 # --- the exit-code policy -------------------------------------------------------------
 
 
-def _f(severity: str) -> doctor.Finding:
-    return doctor.Finding(area="a", check="c", severity=doctor.Severity(severity),
-                          message="m")
+def _f(severity: str) -> Finding:
+    return Finding(area="a", check="c", severity=Severity(severity), message="m")
 
 
 @pytest.mark.parametrize(("severities", "strict", "code"), [
@@ -33,30 +54,30 @@ def _f(severity: str) -> doctor.Finding:
 def test_exit_code_reflects_the_worst_finding(severities: list[str], strict: bool,
                                               code: ExitCode) -> None:
     findings = [_f(s) for s in severities]
-    assert doctor.exit_code(findings, strict=strict) is code
+    assert exit_code(findings, strict=strict) is code
 
 
 def test_counts_and_grouping_keep_first_seen_order() -> None:
-    findings = [doctor.ok("tools", "a", "x"), doctor.error("config", "b", "y"),
-                doctor.warning("tools", "c", "z")]
-    assert doctor.counts(findings) == {"ok": 1, "warning": 1, "error": 1}
-    assert [(area, [f.check for f in group]) for area, group in doctor.areas(findings)] == [
+    findings = [ok("tools", "a", "x"), error("config", "b", "y"),
+                warning("tools", "c", "z")]
+    assert counts(findings) == {"ok": 1, "warning": 1, "error": 1}
+    assert [(area, [f.check for f in group]) for area, group in areas(findings)] == [
         ("tools", ["a", "c"]), ("config", ["b"])]
 
 
 def test_a_check_that_raises_becomes_an_error_finding() -> None:
     from phobos.errors import PhobosError
 
-    def broken() -> list[doctor.Finding]:
+    def broken() -> list[Finding]:
         raise PhobosError("cannot read drives.json", "fix or remove it")
 
-    def unreadable() -> list[doctor.Finding]:
+    def unreadable() -> list[Finding]:
         raise PermissionError(13, "Permission denied", "/etc/x")
 
-    assert doctor.guarded("drives", broken) == [doctor.error(
+    assert guarded("drives", broken) == [error(
         "drives", "check", "cannot read drives.json", "fix or remove it")]
-    [found] = doctor.guarded("units", unreadable)
-    assert found.severity is doctor.Severity.ERROR and "Permission denied" in found.message
+    [found] = guarded("units", unreadable)
+    assert found.severity is Severity.ERROR and "Permission denied" in found.message
 
 
 @pytest.mark.parametrize(("text", "version"), [
@@ -69,14 +90,14 @@ def test_a_check_that_raises_becomes_an_error_finding() -> None:
 ])
 def test_tool_versions_are_read_from_their_first_line(text: str,
                                                       version: tuple[int, ...] | None) -> None:
-    assert doctor.parse_version(text) == version
+    assert parse_version(text) == version
 
 
 def test_clock_before_2024_is_an_error_and_a_sane_one_passes() -> None:
-    [bad] = doctor.clock_findings(datetime(2001, 1, 1).astimezone())
-    assert bad.severity is doctor.Severity.ERROR and "2001-01-01" in bad.message
-    [good] = doctor.clock_findings(datetime(2026, 3, 1, 12, 0).astimezone())
-    assert good.severity is doctor.Severity.OK
+    [bad] = clock_findings(datetime(2001, 1, 1).astimezone())
+    assert bad.severity is Severity.ERROR and "2001-01-01" in bad.message
+    [good] = clock_findings(datetime(2026, 3, 1, 12, 0).astimezone())
+    assert good.severity is Severity.OK
 
 
 @pytest.mark.parametrize(("command", "path"), [
@@ -89,7 +110,7 @@ def test_clock_before_2024_is_an_error_and_a_sane_one_passes() -> None:
 ])
 def test_a_cat_passcommand_names_the_file_to_check(command: str | None,
                                                    path: Path | None) -> None:
-    assert doctor._passcommand_file(command) == path
+    assert passcommand_file(command) == path
 
 
 # --- luksDump ---------------------------------------------------------------------------
@@ -126,9 +147,9 @@ Key Slot 3: DISABLED
 
 
 def test_keyslots_of_luks2_and_luks1_dumps() -> None:
-    assert doctor.parse_keyslots(LUKS2_DUMP) == [0, 1]
-    assert doctor.parse_keyslots(LUKS1_DUMP) == [0, 2]
-    assert doctor.parse_keyslots("Keyslots:\n  0: luks2\nTokens:\n") == [0]
+    assert parse_keyslots(LUKS2_DUMP) == [0, 1]
+    assert parse_keyslots(LUKS1_DUMP) == [0, 2]
+    assert parse_keyslots("Keyslots:\n  0: luks2\nTokens:\n") == [0]
 
 
 # --- the NAS's files ---------------------------------------------------------------------
@@ -145,7 +166,7 @@ def test_keyslots_of_luks2_and_luks1_dumps() -> None:
 ])
 def test_dropbear_options_are_read_as_dropbear_does(value: str, ports: tuple[int, ...],
                                                     command: str | None) -> None:
-    options = unlock.parse_dropbear_options(value)
+    options = parse_dropbear_options(value)
     assert options.ports == ports
     assert options.command == command
 
@@ -156,12 +177,12 @@ DROPBEAR_OPTIONS="-p 2222 -s"   # comment
 export IP='10.0.0.5::10.0.0.1:255.255.255.0:nas:eth0:none'
 DROPBEAR_OPTIONS=-p\\ 2200
 """
-    assert unlock.shell_value(text, "DROPBEAR_OPTIONS") == "-p 2200"
-    assert unlock.shell_value(text, "IP") == "10.0.0.5::10.0.0.1:255.255.255.0:nas:eth0:none"
-    assert unlock.shell_value(text, "DEVICE") is None
-    assert unlock.shell_value("IP=\n", "IP") == ""
+    assert shell_value(text, "DROPBEAR_OPTIONS") == "-p 2200"
+    assert shell_value(text, "IP") == "10.0.0.5::10.0.0.1:255.255.255.0:nas:eth0:none"
+    assert shell_value(text, "DEVICE") is None
+    assert shell_value("IP=\n", "IP") == ""
     with pytest.raises(ValueError):
-        unlock.shell_value('IP="dhcp\n', "IP")
+        shell_value('IP="dhcp\n', "IP")
 
 
 @pytest.mark.parametrize(("cmdline", "value", "words"), [
@@ -173,11 +194,11 @@ DROPBEAR_OPTIONS=-p\\ 2200
     ("ip=dhcp ip=none", "none", None),
 ])
 def test_ip_kernel_parameter(cmdline: str, value: str | None, words: str | None) -> None:
-    found = unlock.kernel_parameter(cmdline, "ip")
+    found = kernel_parameter(cmdline, "ip")
     if value is not None:
         assert found == value
     if words is not None:
-        assert found is not None and unlock.describe_ip(found) == words
+        assert found is not None and describe_ip(found) == words
 
 
 def test_crypttab_entries() -> None:
@@ -187,7 +208,7 @@ extbackup UUID=aaaa /etc/phobos/keys/ext-a.key luks,noauto
 
 swap /dev/sda2 /dev/urandom
 """
-    entries = unlock.parse_crypttab(text)
+    entries = parse_crypttab(text)
     assert [(e.name, e.key, e.options) for e in entries] == [
         ("sda3_crypt", "none", ("luks", "discard")),
         ("extbackup", "/etc/phobos/keys/ext-a.key", ("luks", "noauto")),
@@ -197,13 +218,13 @@ swap /dev/sda2 /dev/urandom
 # --- the unlock client ----------------------------------------------------------------------
 
 
-def _target(tmp: Path = Path("/tmp/admin")) -> unlock.Initramfs:
-    return unlock.Initramfs(host="nas.example.org", known_hosts=tmp / "kh",
-                            identity=tmp / "id_ed25519")
+def _target(tmp: Path = Path("/tmp/admin")) -> Initramfs:
+    return Initramfs(host="nas.example.org", known_hosts=tmp / "kh",
+                     identity=tmp / "id_ed25519")
 
 
 def test_unlock_argv_pins_the_initramfs_key_under_its_own_alias() -> None:
-    argv = unlock.unlock_argv(_target())
+    argv = unlock_argv(_target())
     assert argv[0] == "ssh" and argv[-3:] == ("--", "nas.example.org", "cryptroot-unlock")
     joined = " ".join(argv)
     for option in ("-p 2222", "BatchMode=yes", "StrictHostKeyChecking=yes",
@@ -211,45 +232,45 @@ def test_unlock_argv_pins_the_initramfs_key_under_its_own_alias() -> None:
                    "HostKeyAlias=nas.example.org-initramfs", "ForwardAgent=no",
                    "-i /tmp/admin/id_ed25519", "IdentitiesOnly=yes", "-T"):
         assert option in joined
-    without = unlock.unlock_argv(unlock.Initramfs(host="nas", port=22,
-                                                  known_hosts=Path("/k h"), alias="boot"))
+    without = unlock_argv(Initramfs(host="nas", port=22,
+                                    known_hosts=Path("/k h"), alias="boot"))
     assert "-i" not in without and "IdentitiesOnly=yes" not in without
     assert 'UserKnownHostsFile="/k h"' in without and "HostKeyAlias=boot" in without
 
 
 def test_the_default_known_hosts_is_apart_from_ssh_s(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", "/home/ann/.cfg")
-    assert unlock.default_known_hosts() == Path("/home/ann/.cfg/phobos/initramfs_known_hosts")
+    assert default_known_hosts() == Path("/home/ann/.cfg/phobos/initramfs_known_hosts")
 
 
 def test_success_is_read_from_cryptroot_unlock_s_report() -> None:
-    result = unlock.outcome(_target(), 0, ["Please unlock disk sda3_crypt",
-                                           "cryptsetup: sda3_crypt set up successfully"])
+    result = outcome(_target(), 0, ["Please unlock disk sda3_crypt",
+                                    "cryptsetup: sda3_crypt set up successfully"])
     assert result.unlocked == ("sda3_crypt",) and not result.nothing_left
     # The initramfs may cut the connection once the boot goes on: still a success.
-    cut = unlock.outcome(_target(), 255, ["cryptsetup: root set up successfully",
-                                          "Connection to nas closed by remote host."])
+    cut = outcome(_target(), 255, ["cryptsetup: root set up successfully",
+                                   "Connection to nas closed by remote host."])
     assert cut.unlocked == ("root",)
-    nothing = unlock.outcome(_target(), 0, [])
+    nothing = outcome(_target(), 0, [])
     assert nothing.nothing_left and nothing.unlocked == ()
 
 
 @pytest.mark.parametrize(("code", "lines", "error", "words"), [
     (1, ["Please unlock disk root", "cryptsetup: cryptsetup failed, bad password or options?"],
-     unlock.WrongPassphrase, "passphrase was refused"),
+     WrongPassphrase, "passphrase was refused"),
     (1, ["cryptsetup: maximum number of tries exceeded for root"],
-     unlock.WrongPassphrase, "no tries are left"),
-    (127, ["sh: cryptroot-unlock: not found"], unlock.UnlockCommandMissing,
+     WrongPassphrase, "no tries are left"),
+    (127, ["sh: cryptroot-unlock: not found"], UnlockCommandMissing,
      "has no cryptroot-unlock"),
-    (1, ["Try again later"], unlock.NotWaiting, "not ready"),
-    (1, ["Error: Timeout reached while waiting for askpass."], unlock.NotWaiting,
+    (1, ["Try again later"], NotWaiting, "not ready"),
+    (1, ["Error: Timeout reached while waiting for askpass."], NotWaiting,
      "nothing asked"),
     (3, ["something odd"], StepFailed, "exit code 3: something odd"),
 ])
 def test_failures_of_cryptroot_unlock(code: int, lines: list[str], error: type[Exception],
                                       words: str) -> None:
     with pytest.raises(error, match=words):
-        unlock.outcome(_target(), code, lines)
+        outcome(_target(), code, lines)
 
 
 CHANGED = """@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
@@ -278,7 +299,7 @@ Host key verification failed.""".splitlines()
 def test_ssh_failures_say_exactly_what_happened(lines: list[str], error: type[Exception],
                                                 words: str) -> None:
     with pytest.raises(error, match=words) as caught:
-        unlock.outcome(_target(), 255, lines)
+        outcome(_target(), 255, lines)
     hint = getattr(caught.value, "hint", "") or ""
     if error in (ssh.HostKeyChanged, ssh.HostKeyUnknown):
         assert "--pin --fingerprint" in hint and "doctor --initramfs" in hint
@@ -287,9 +308,9 @@ def test_ssh_failures_say_exactly_what_happened(lines: list[str], error: type[Ex
 def test_render_groups_findings_and_shows_fixes() -> None:
     from phobos.cli.doctor import render
 
-    text = render("this machine", [doctor.ok("tools", "borg", "Borg 1.4.5"),
-                                   doctor.error("config", "file", "bad\n  x: unknown key",
-                                                "fix it")], 1)
+    text = render("this machine", [ok("tools", "borg", "Borg 1.4.5"),
+                                   error("config", "file", "bad\n  x: unknown key",
+                                         "fix it")], 1)
     assert "\ntools\n  ok     borg  Borg 1.4.5" in text
     assert "  ERROR  file  bad\n" in text and "              x: unknown key" in text
     assert "fix: fix it" in text and text.endswith("1 error, 0 warnings, 1 ok (exit 1)")

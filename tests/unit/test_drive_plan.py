@@ -11,15 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from phobos.config.model import Config, load
+from phobos.config.load import load
+from phobos.config.model import Config
 from phobos.core.locks import Resource
-from phobos.drives import drive as drives
+from phobos.drives.identity import by_uuid, get
+from phobos.drives.init import KEY_BYTES, check_passphrase, snippet, write_keyfile
+from phobos.drives.rotation import overdue_drives, rotation
+from phobos.drives.sheet import render_sheet
+from phobos.drives.unlockers import CryptsetupUnlocker, PlainUnlocker, unlocker_for
 from phobos.errors import ConfigError, UsageError
 from phobos.jobs import drive_sync
-from phobos.jobs.drive_sync import DriveSyncJob, Entry
+from phobos.jobs.drive_sync import DriveSyncJob
 from phobos.tools import borg as borgtool
-from phobos.tools import cryptsetup
+from phobos.tools import cryptsetup, rsync
 from phobos.tools import mount as mnt
+from phobos.tools.rsync import Entry
 
 UUID_A = "11111111-2222-4333-8444-555555555555"
 UUID_B = "66666666-7777-4888-9999-000000000000"
@@ -74,18 +80,18 @@ def offsite(config: Config) -> DriveSyncJob:
 
 def test_drive_defaults_resolve_from_paths(tmp_path: Path) -> None:
     config = config_from(tmp_path, OFFSITE)
-    a, b = drives.get(config, "ext-a"), drives.get(config, "ext-b")
+    a, b = get(config, "ext-a"), get(config, "ext-b")
     assert a.keyfile == Path("/etc/phobos/keys/ext-a.key")
     assert a.header_backup == Path("/etc/phobos/keys/ext-a.luks-header")
     assert a.mountpoint == Path("/run/phobos/drives/ext-a")
     assert a.mapping == "phobos-ext-a" and a.unlock == "luks" and a.max_age == 35 * 86400
     assert b.keyfile is None and b.mountpoint == Path("/mnt/ext-b") and b.max_age == 864000
-    assert isinstance(drives.unlocker_for(a), drives.CryptsetupUnlocker)
-    assert isinstance(drives.unlocker_for(b), drives.PlainUnlocker)
-    assert drives.by_uuid(config, UUID_B.upper()) == b
-    assert drives.by_uuid(config, "0000") is None
+    assert isinstance(unlocker_for(a), CryptsetupUnlocker)
+    assert isinstance(unlocker_for(b), PlainUnlocker)
+    assert by_uuid(config, UUID_B.upper()) == b
+    assert by_uuid(config, "0000") is None
     with pytest.raises(UsageError, match="no drive named 'ext-c' \\(did you mean"):
-        drives.get(config, "ext-c")
+        get(config, "ext-c")
 
 
 def test_resources_read_the_repo_and_write_the_drives(tmp_path: Path) -> None:
@@ -142,10 +148,14 @@ def test_holding_area_and_target(tmp_path: Path) -> None:
 
 def test_borg_base_dir_reaches_borg(tmp_path: Path) -> None:
     config = config_from(tmp_path, OFFSITE)
-    repo = config.repos["main"]
+    (copy,) = drive_sync.plan(offsite(config), config, Path("/mnt/x"))
     # No base_dir here: only the stable host id (see borgtool.host_id).
-    assert drive_sync.borg_env(repo) == {"BORG_HOST_ID": borgtool.host_id()}
-    assert drive_sync.explain(11) == "file I/O error (drive full?)"
+    assert copy.step.env == {"BORG_HOST_ID": borgtool.host_id()}
+    assert borgtool.base_env(Path("/b")) == {"BORG_HOST_ID": borgtool.host_id(),
+                                             "BORG_BASE_DIR": "/b"}
+    assert copy.step.explain is not None
+    assert copy.step.explain(11) == "file I/O error (drive full?)"
+    assert copy.step.explain(2).endswith("or a Borg error such as a lock timeout")
 
 
 # --- listing and verification ------------------------------------------------------------------
@@ -165,11 +175,11 @@ garbage line
 
 
 def test_parse_listing() -> None:
-    assert drive_sync.parse_listing(LISTING) == {
+    assert rsync.parse_listing(LISTING) == {
         ".": Entry("d", 4096), "README": Entry("f", 73), "index.5": Entry("f", 41258),
         "data": Entry("d", 4096), "data/0/2": Entry("f", 1000855), "link": Entry("L", 1),
         "odd\nname": Entry("f", 5)}
-    assert drive_sync._copied_bytes(LISTING) == 73 + 1000855 + 5
+    assert rsync.copied_bytes(LISTING) == 73 + 1000855 + 5
 
 
 def test_scan_matches_a_listing_of_the_same_tree(tmp_path: Path) -> None:
@@ -242,16 +252,16 @@ def write_state(config: Config, last: dict[str, float]) -> None:
 def test_rotation_due_next_is_the_oldest_copy(tmp_path: Path) -> None:
     config = config_from(tmp_path, OFFSITE)
     now = 1_000_000_000.0
-    assert [s.due_next for s in drives.rotation(config, now=now, probe_devices=False)] == [
+    assert [s.due_next for s in rotation(config, now=now, probe_devices=False)] == [
         True, False]  # nothing synced yet: the first in name order
     write_state(config, {"ext-a": now - 3 * 86400})
-    got = {s.name: s for s in drives.rotation(config, now=now, probe_devices=False)}
+    got = {s.name: s for s in rotation(config, now=now, probe_devices=False)}
     assert got["ext-b"].due_next and got["ext-b"].overdue and got["ext-b"].age is None
     assert not got["ext-a"].due_next and not got["ext-a"].overdue
     assert got["ext-a"].age == 3 * 86400 and got["ext-a"].jobs == ("offsite",)
     assert got["ext-a"].attached is None  # not probed
     write_state(config, {"ext-a": now - 3 * 86400, "ext-b": now - 86400})
-    got = {s.name: s for s in drives.rotation(config, now=now, probe_devices=False)}
+    got = {s.name: s for s in rotation(config, now=now, probe_devices=False)}
     assert got["ext-a"].due_next and not got["ext-b"].due_next
 
 
@@ -259,14 +269,14 @@ def test_overdue_uses_each_drives_max_age(tmp_path: Path) -> None:
     config = config_from(tmp_path, OFFSITE)
     now = 1_000_000_000.0
     write_state(config, {"ext-a": now - 20 * 86400, "ext-b": now - 20 * 86400})
-    assert [s.name for s in drives.overdue_drives(config, now=now)] == ["ext-b"]  # 10d
-    assert [s.name for s in drives.overdue_drives(config, now=now + 16 * 86400)] == [
+    assert [s.name for s in overdue_drives(config, now=now)] == ["ext-b"]  # 10d
+    assert [s.name for s in overdue_drives(config, now=now + 16 * 86400)] == [
         "ext-a", "ext-b"]
 
 
 def test_drive_outside_any_job_is_never_due(tmp_path: Path) -> None:
     config = config_from(tmp_path, "")
-    assert not any(s.due_next for s in drives.rotation(config, probe_devices=False))
+    assert not any(s.due_next for s in rotation(config, probe_devices=False))
 
 
 # --- init helpers and the sheet -------------------------------------------------------------------
@@ -274,10 +284,10 @@ def test_drive_outside_any_job_is_never_due(tmp_path: Path) -> None:
 
 def test_snippet_for_both_kinds(tmp_path: Path) -> None:
     config = config_from(tmp_path, OFFSITE)
-    assert drives.snippet(drives.get(config, "ext-a")) == (
+    assert snippet(get(config, "ext-a")) == (
         f'[drives.ext-a]\nluks_uuid = "{UUID_A}"\nkeyfile = "/etc/phobos/keys/ext-a.key"\n'
         'label = "extbackup"')
-    assert 'unlock = "none"' in drives.snippet(drives.get(config, "ext-b"))
+    assert 'unlock = "none"' in snippet(get(config, "ext-b"))
 
 
 @pytest.mark.parametrize(("given", "message"), [
@@ -285,26 +295,24 @@ def test_snippet_for_both_kinds(tmp_path: Path) -> None:
     ("short", "shorter than 8 characters")])
 def test_passphrase_is_required(given: str | None, message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        drives.check_passphrase(given)
-    assert drives.check_passphrase("long enough") == "long enough"
+        check_passphrase(given)
+    assert check_passphrase("long enough") == "long enough"
 
 
 def test_keyfile_is_fresh_and_private(tmp_path: Path) -> None:
     key = tmp_path / "keys" / "k.key"
-    drives.write_keyfile(key, force=False)
+    write_keyfile(key, force=False)
     first = key.read_bytes()
-    assert len(first) == drives.KEY_BYTES and oct(key.stat().st_mode & 0o777) == "0o400"
+    assert len(first) == KEY_BYTES and oct(key.stat().st_mode & 0o777) == "0o400"
     with pytest.raises(UsageError, match="refusing to replace a drive key"):
-        drives.write_keyfile(key, force=False)
-    drives.write_keyfile(key, force=True)
+        write_keyfile(key, force=False)
+    write_keyfile(key, force=True)
     assert key.read_bytes() != first
 
 
 def test_recovery_sheet_has_the_commands(tmp_path: Path) -> None:
-    from phobos.cli.drive import render_sheet
-
     config = config_from(tmp_path, OFFSITE)
-    sheet = render_sheet(config, drives.get(config, "ext-a"))
+    sheet = render_sheet(config, get(config, "ext-a"))
     for needle in (UUID_A, "/etc/phobos/keys/ext-a.key", "/etc/phobos/keys/ext-a.luks-header",
                    f"cryptsetup open /dev/disk/by-uuid/{UUID_A} extbackup",
                    f"cryptsetup open --key-file ext-a.key /dev/disk/by-uuid/{UUID_A} extbackup",
@@ -314,5 +322,5 @@ def test_recovery_sheet_has_the_commands(tmp_path: Path) -> None:
                    "borg key export --paper /backup/borg main-key.txt",
                    "/borg: Borg repository 'main'"):
         assert needle in sheet, needle
-    plain = render_sheet(config, drives.get(config, "ext-b"))
+    plain = render_sheet(config, get(config, "ext-b"))
     assert "phobos did not encrypt this drive" in plain and "cryptsetup open" not in plain

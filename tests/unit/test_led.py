@@ -21,16 +21,11 @@ from pathlib import Path
 import pytest
 
 from phobos.core.model import LedState, Trigger
-from phobos.notify import led
-from phobos.notify.led import (
-    BlinkStickDriver,
-    FileDriver,
-    HidrawTransport,
-    LedTracker,
-    LedUnavailable,
-    hidiocsfeature,
-    scale,
-)
+from phobos.notify.errors import LedUnavailable
+from phobos.notify.led import tracker as tracker_module
+from phobos.notify.led.blinkstick import BlinkStickDriver, HidrawTransport, hidiocsfeature, scale
+from phobos.notify.led.drivers import FileDriver
+from phobos.notify.led.tracker import LedTracker
 
 OFF, BLUE, YELLOW, GREEN, RED = (LedState.OFF, LedState.BLUE, LedState.YELLOW, LedState.GREEN,
                                  LedState.RED)
@@ -504,7 +499,7 @@ def test_state_file_is_replaced_atomically(tracker: LedTracker) -> None:
 WORKER = """
 import sys, time
 from pathlib import Path
-from phobos.notify.led import LedTracker
+from phobos.notify.led.tracker import LedTracker
 
 state_dir, worker, owner = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 while not (state_dir / "go").exists():  # start together, to collide as much as possible
@@ -518,7 +513,7 @@ for i in range(25):
 
 @pytest.fixture
 def worker_env() -> Iterator[dict[str, str]]:
-    src = str(Path(led.__file__).resolve().parents[2])
+    src = str(Path(tracker_module.__file__).resolve().parents[3])
     yield {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src,
                                                                      os.environ.get("PYTHONPATH")]))}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from phobos import namespace
-from phobos.config.model import parse
+from phobos.config.load import parse
 from phobos.core.locks import Resource
 from phobos.tools.mount import containing, mounted_at, parse_mountinfo
 

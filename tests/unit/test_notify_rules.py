@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 
-from phobos.config.model import DEFAULT_CONFIG, Config, EmailConfig, parse, to_plain
+from phobos.config.load import DEFAULT_CONFIG, parse
+from phobos.config.model import Config
+from phobos.config.show import to_plain
+from phobos.config.tables import EmailConfig
 from phobos.core.model import LedState, Outcome
 from phobos.errors import ConfigError
 from phobos.notify import ping as ping_module
@@ -19,15 +22,15 @@ from phobos.notify.base import EventKind, RunEvent
 from phobos.notify.channel import (
     MessageNotifier,
     Note,
-    NotifyFailed,
     SentLedger,
     event_name,
     log_command,
     render,
     sample_event,
 )
-from phobos.notify.command import expand
 from phobos.notify.email import EmailChannel, build_message, config_problems, smtp_password
+from phobos.notify.errors import NotifyFailed
+from phobos.notify.led.drivers import expand
 from phobos.notify.ping import PingNotifier, ping_url, run_rid, shown_url
 from phobos.notify.setup import BrokenNotifier, LedNotifier, build_notifiers
 from phobos.notify.unit import job_of_unit

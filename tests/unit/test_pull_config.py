@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from phobos.config.model import Config, load
+from phobos.config.load import load
+from phobos.config.model import Config
 from phobos.core.locks import Resource
 from phobos.core.model import Outcome
 from phobos.errors import ConfigError, PhobosError, UsageError

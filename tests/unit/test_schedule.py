@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from phobos.__main__ import main
-from phobos.config.model import Config, load
+from phobos.config.load import load
+from phobos.config.model import Config
 from phobos.core.history import History
 from phobos.core.model import Outcome
 from phobos.schedule.plan import job_timing, plan_window, typical_duration
@@ -98,7 +99,7 @@ def test_typical_uses_work_time_of_successes_then_estimate(setup: tuple[Config, 
 
 def test_conflicting_jobs_overlap_with_expected_wait(setup: tuple[Config, History]) -> None:
     config, history = setup
-    add_run(history, "nightly", 1000.0, 75 * 60.0)  # the seed's 1h15m
+    add_run(history, "nightly", 1000.0, 75 * 60.0)  # the original setup's 1h15m
     add_run(history, "reader", 1000.0, 60.0)
     plan = plan_window(config, history, SUNDAY, SUNDAY + timedelta(days=1))
     found = {(c.first.job, c.later.job): c for c in plan.conflicts}

@@ -11,23 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from phobos.config.model import Config, parse
-from phobos.systemd.units import (
-    SystemdError,
-    Target,
-    device_unit,
-    escape_path,
-    quote_arg,
-    quote_path,
-    render,
-    required_directories,
-    timespan,
-)
+from phobos.config.load import parse
+from phobos.config.model import Config
+from phobos.oncalendar.errors import CalendarError
+from phobos.systemd.errors import SystemdError
+from phobos.systemd.names import device_unit, escape_path, quote_arg, quote_path, timespan
+from phobos.systemd.sandbox import required_directories
+from phobos.systemd.units import Target, render
 
 GOLDEN = Path(__file__).parent / "golden" / "systemd"
 TARGET = Target(executable=Path("/usr/bin/phobos"), config=Path("/etc/phobos/phobos.toml"))
 
-# The seed's NAS: backup filesystem hidden in the namespace, LED, failure mail, two
+# The original setup's NAS: backup filesystem hidden in the namespace, LED, failure mail, two
 # off-site drives, the weekly check, a pull, and a command that pulls over SSH itself.
 SEED = (GOLDEN / "seed.toml").read_text()
 
@@ -210,7 +205,7 @@ def test_hidden_storage_jobs_mount_it_in_their_own_sandbox(job: str) -> None:
     assert "CAP_SYS_ADMIN" in _lines(unit, "CapabilityBoundingSet")[0]
     assert "CAP_SYS_CHROOT" not in _lines(unit, "CapabilityBoundingSet")[0]
     assert _lines(unit, "SystemCallFilter")[0] == "@system-service @mount"
-    # Only the storage device among the host's block devices (seed: UUID=0d6c1b7e-...).
+    # Only the storage device among the host's block devices (here UUID=0d6c1b7e-...).
     assert _lines(unit, "DevicePolicy") == ["closed"]
     assert "/dev/disk/by-uuid/0d6c1b7e-9f7d-4a55-8d0e-2f4b5f1a9c33 rw" in _lines(
         unit, "DeviceAllow")
@@ -251,6 +246,10 @@ def test_bad_schedule_and_uuid_are_refused() -> None:
     job = dataclasses.replace(config.jobs["check"], schedule="Sun 07:00\nExecStart=/x")
     broken = dataclasses.replace(config, jobs={**config.jobs, "check": job})
     with pytest.raises(SystemdError, match=r"jobs\.check\.schedule"):
+        render(broken, TARGET)
+    job = dataclasses.replace(config.jobs["check"], schedule="Sun 25:00")
+    broken = dataclasses.replace(config, jobs={**config.jobs, "check": job})
+    with pytest.raises(CalendarError, match=r"hour 25 is outside 0\.\.23"):
         render(broken, TARGET)
     drive = dataclasses.replace(config.drives["ext-a"], luks_uuid='x", RUN+="/bin/sh')
     broken = dataclasses.replace(config, drives={**config.drives, "ext-a": drive})

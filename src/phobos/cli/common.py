@@ -1,17 +1,21 @@
-"""Helpers every command-line module uses: building verbs, loading the config, output."""
+"""Helpers every command-line module uses: building verbs, loading the config, output.
+Each helper has one name; verb modules import them by that name."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from phobos.errors import ExitCode, UsageError
 
-Handler = Callable[[argparse.Namespace], int]
+Handler = Callable[[argparse.Namespace], int]  # TODO(lead): ExitCode once every verb returns one
 
 
 def verb(parent: Any, name: str, help_text: str, handler: Handler) -> argparse.ArgumentParser:
@@ -26,14 +30,34 @@ def json_flag(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--json", action="store_true", help="machine-readable output (stable)")
 
 
-def no_action(args: argparse.Namespace) -> int:  # pragma: no cover - argparse requires one
-    return int(ExitCode.USAGE)
+def no_action(args: argparse.Namespace) -> ExitCode:  # pragma: no cover - argparse needs one
+    return ExitCode.USAGE
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def load_config(args: argparse.Namespace) -> Any:
-    from phobos.config.model import config_path, load
+    from phobos.config.load import config_path, load
 
     return load(config_path(args.config))
+
+
+def open_history(config: Any) -> Any:
+    """The history database of ``config``, with runs of dead processes marked interrupted."""
+    from phobos.core.history import History
+
+    history = History.open(config.paths.state)
+    history.recover()
+    return history
 
 
 def print_json(data: Any) -> None:
@@ -50,6 +74,16 @@ def when(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
 
 
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain text table, columns padded to their widest cell."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+              for r in rows]
+    return "\n".join(lines)
+
+
 def decide_pin(args: argparse.Namespace, offered: set[str], *, missing: str,
                missing_hint: str, no_tty_hint: str, question: str) -> bool:
     """Whether to pin a host key: ``--fingerprint`` must be among ``offered``, ``--yes``
@@ -64,3 +98,18 @@ def decide_pin(args: argparse.Namespace, offered: set[str], *, missing: str,
         raise UsageError("refusing to pin a host key without confirmation", no_tty_hint)
     answer = input(f"{question} [y/N] ")
     return answer.strip().lower() in ("y", "yes")
+
+
+def this_program() -> Path:
+    """The phobos program running now: its console script, not ``python -m``."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "phobos" and argv0.exists():
+        return Path(os.path.abspath(argv0))
+    beside = Path(sys.executable).parent / "phobos"
+    if beside.exists():
+        return beside
+    found = shutil.which("phobos")
+    if found:
+        return Path(os.path.abspath(found))
+    raise UsageError("cannot tell which phobos program the units should run",
+                     "set `executable` in the [systemd] table of the config")

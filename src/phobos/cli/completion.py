@@ -1,10 +1,27 @@
-"""Bash completion generated from the argument parser, so it offers exactly the commands
-and options phobos accepts: ``source <(phobos completion bash)``, or install the output
-as /usr/share/bash-completion/completions/phobos."""
+"""``phobos completion SHELL``: bash completion generated from the argument parser, so it
+offers exactly the commands and options phobos accepts: ``source <(phobos completion
+bash)``, or install the output as /usr/share/bash-completion/completions/phobos."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from phobos.cli.common import verb
+from phobos.errors import ExitCode
+
+
+def register(verbs: Any, *, root: argparse.ArgumentParser) -> None:
+    """Add the verb; ``root`` is the whole command line the script completes."""
+    sub = verb(verbs, "completion", "print the shell completion script "
+               "(bash: `source <(phobos completion bash)`)", cmd_completion)
+    sub.add_argument("shell", choices=["bash"], help="the shell")
+    sub.set_defaults(root_parser=root)
+
+
+def cmd_completion(args: argparse.Namespace) -> ExitCode:
+    print(bash_script(args.root_parser), end="")
+    return ExitCode.OK
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

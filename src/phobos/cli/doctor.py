@@ -1,6 +1,6 @@
 """`phobos doctor` (check this machine, or its remote-unlock setup) and `phobos unlock
 HOST` (unlock the NAS at boot from an admin's machine). Output only; the work is in
-:mod:`phobos.doctor.checks` and :mod:`phobos.unlock.client`."""
+:mod:`phobos.doctor` and :mod:`phobos.unlock`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 
 from phobos.cli.common import decide_pin, json_flag, print_json, verb
 from phobos.errors import UsageError
+from phobos.unlock.defaults import DEFAULT_PORT
 
 DOCTOR_EXIT_CODES = """exit codes:
   0   nothing is wrong (warnings, if any, are printed but pass)
@@ -77,9 +78,6 @@ def _seconds(text: str) -> float:
     return value
 
 
-UNLOCK_DEFAULT_PORT = 2222  # phobos.unlock.client.DEFAULT_PORT; not imported: keeps --help fast
-
-
 def _add_unlock(verbs: Any) -> None:
     sub: argparse.ArgumentParser = verb(
         verbs, "unlock", "unlock the NAS's encrypted disks at boot from this machine: ssh "
@@ -88,9 +86,9 @@ def _add_unlock(verbs: Any) -> None:
         cmd_unlock)
     _epilog(sub, UNLOCK_EXIT_CODES)
     sub.add_argument("host", help="the NAS's address (DNS name or IP) during boot")
-    sub.add_argument("--port", type=_port, default=UNLOCK_DEFAULT_PORT,
+    sub.add_argument("--port", type=_port, default=DEFAULT_PORT,
                      help="dropbear's port (-p in DROPBEAR_OPTIONS; "
-                     f"default {UNLOCK_DEFAULT_PORT})")
+                     f"default {DEFAULT_PORT})")
     sub.add_argument("--user", default="root", help="login (default root)")
     sub.add_argument("--known-hosts", type=Path, metavar="FILE",
                      help="where the initramfs's host key is pinned (default "
@@ -119,27 +117,29 @@ def _add_unlock(verbs: Any) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from phobos.config.model import config_path
-    from phobos.doctor import checks as doctor
+    from phobos.config.load import config_path
+    from phobos.doctor.findings import counts, exit_code, guarded
 
     root: Path = args.root
     if not root.is_absolute() or not root.is_dir():
         raise UsageError(f"--root {root}: not an existing absolute directory")
     if args.initramfs:
-        from phobos.unlock.client import initramfs_findings
+        from phobos.doctor.initramfs import initramfs_findings
 
-        findings = doctor.guarded("initramfs", lambda: initramfs_findings(root))
+        findings = guarded("initramfs", lambda: initramfs_findings(root))
         subject = f"remote unlock setup of {root}"
     else:
-        opts = doctor.Options(root=root, executable=_program(),
-                              probe_network=not args.no_network)
+        from phobos.doctor.collect import check_machine
+        from phobos.doctor.options import Options
+
+        opts = Options(root=root, executable=_program(), probe_network=not args.no_network)
         source = config_path(args.config)
-        findings = doctor.check_machine(source, opts)
+        findings = check_machine(source, opts)
         subject = f"this machine, config {source}"
-    code = int(doctor.exit_code(findings, strict=args.strict))
+    code = int(exit_code(findings, strict=args.strict))
     if args.json:
         print_json({"subject": subject, "exit_code": code,
-                     "counts": doctor.counts(findings),
+                     "counts": counts(findings),
                      "findings": [f.as_json() for f in findings]})
     else:
         print(render(subject, findings, code))
@@ -148,10 +148,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def _program() -> Path | None:
     """The phobos program `phobos systemd install` would put into the units."""
-    from phobos.cli.systemd import _this_program
+    from phobos.cli.common import this_program
 
     try:
-        return _this_program()
+        return this_program()
     except UsageError:
         return None
 
@@ -161,7 +161,7 @@ LABELS = {"ok": "ok", "warning": "WARN", "error": "ERROR"}
 
 def render(subject: str, findings: Sequence[Any], code: int) -> str:
     """Findings grouped by area: severity, what was checked, message, then the fix."""
-    from phobos.doctor.checks import areas, counts
+    from phobos.doctor.findings import areas, counts
 
     width = min(28, max((len(f.check) for f in findings), default=8))
     lines = [f"phobos doctor: {subject}"]
@@ -198,20 +198,20 @@ def _target(args: argparse.Namespace) -> Any:
 
 
 def cmd_unlock(args: argparse.Namespace) -> int:
-    from phobos.unlock import client as unlock
+    from phobos.unlock.client import require_pinned, unlock
 
     target = _target(args)
     if args.pin:
         return _pin(args, target)
     if args.yes or args.fingerprint:
         raise UsageError("--yes and --fingerprint go with --pin")
-    unlock.require_pinned(target)
+    require_pinned(target)
     passphrase = _passphrase(args, target)
 
     def echo(line: str) -> None:
         print(f"{target.host}: {line}", file=sys.stderr)
 
-    result = unlock.unlock(target, passphrase, echo=None if args.json else echo,
+    result = unlock(target, passphrase, echo=None if args.json else echo,
                            timeout=args.timeout)
     if args.json:
         print_json(result.as_json())
@@ -235,9 +235,9 @@ def _passphrase(args: argparse.Namespace, target: Any) -> str:
 
 
 def _pin(args: argparse.Namespace, target: Any) -> int:
-    from phobos.unlock import client as unlock
+    from phobos.unlock.pinning import pin
 
-    result = unlock.pin(target, _confirmer(args, target))
+    result = pin(target, _confirmer(args, target))
     if args.json:
         print_json(result.as_json())
     elif result.changed:

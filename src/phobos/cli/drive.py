@@ -1,5 +1,5 @@
 """`phobos ns ...` (the backup mount namespace) and `phobos drive ...` (off-site drives):
-output and prompts only; the work is in :mod:`phobos.namespace` and :mod:`phobos.drives.drive`.
+output and prompts only; the work is in :mod:`phobos.namespace` and :mod:`phobos.drives`.
 """
 
 from __future__ import annotations
@@ -8,9 +8,7 @@ import argparse
 import getpass
 import os
 import re
-import socket
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 def register(verbs: Any) -> None:
     """Add the `ns` and `drive` verbs to the top-level parser's ``verbs``."""
-    from phobos.cli.main import _verb
+    from phobos.cli.common import verb as _verb
 
     ns = _verb(verbs, "ns", "the backup mount namespace: create, status, enter, destroy",
                _help)
@@ -149,7 +147,8 @@ def cmd_ns_enter(args: argparse.Namespace) -> int:
 def cmd_ns_destroy(args: argparse.Namespace) -> int:
     from phobos import namespace
     from phobos.core.locks import holders
-    from phobos.drives import drive as drives
+    from phobos.drives.attach import release
+    from phobos.drives.identity import all_drives
 
     config = _load(args)
     busy = holders(config.paths.run / "locks")
@@ -160,8 +159,8 @@ def cmd_ns_destroy(args: argparse.Namespace) -> int:
     run = namespace.direct_runner(_say)
 
     def release_all() -> None:
-        for drive in drives.all_drives(config):
-            for line in drives.release(drive, run, _say):
+        for drive in all_drives(config):
+            for line in release(drive, run, _say):
                 _say(f"drive {drive.name}: {line}")
 
     existed = namespace.destroy(config, run, release_all)
@@ -173,23 +172,25 @@ def cmd_ns_destroy(args: argparse.Namespace) -> int:
 
 
 def cmd_drive_init(args: argparse.Namespace) -> int:
-    from phobos.drives import drive as drives
+    from phobos.drives.devices import inspect_device
+    from phobos.drives.init import InitRequest, init_drive, refuse_unsafe, snippet
+    from phobos.drives.sheet import render_sheet
     from phobos.namespace import direct_runner
 
     config = _load(args)
     if not _NAME.match(args.name):
         raise UsageError(f"{args.name!r} is not a valid drive name",
                          "use letters, digits, '.', '_' and '-', starting with a letter or digit")
-    info = drives.inspect_device(args.device)
-    drives.refuse_unsafe(info, config, force=args.force)
+    info = inspect_device(args.device)
+    refuse_unsafe(info, config, force=args.force)
     _confirm_destroy(info, args)
     passphrase = _passphrase(args) if args.unlock == "luks" else None
-    request = drives.InitRequest(device=args.device, name=args.name, unlock=args.unlock,
-                                 label=args.label, force=args.force,
-                                 pbkdf_iterations=args.pbkdf_iterations)
-    result = drives.init_drive(config, request, passphrase, direct_runner(_say))
+    request = InitRequest(device=args.device, name=args.name, unlock=args.unlock,
+                          label=args.label, force=args.force,
+                          pbkdf_iterations=args.pbkdf_iterations)
+    result = init_drive(config, request, passphrase, direct_runner(_say))
     print(f"drive {args.name} is ready. Add this to {config.source}:\n")
-    print(drives.snippet(result.drive))
+    print(snippet(result.drive))
     print()
     print(render_sheet(config, result.drive, fs_uuid=result.fs_uuid))
     return 0
@@ -210,7 +211,7 @@ def _confirm_destroy(info: Any, args: argparse.Namespace) -> None:
 
 
 def _passphrase(args: argparse.Namespace) -> str:
-    from phobos.drives.drive import check_passphrase
+    from phobos.drives.init import check_passphrase
 
     if args.passphrase_file is not None:
         try:
@@ -234,17 +235,19 @@ def _passphrase(args: argparse.Namespace) -> str:
 def cmd_drive_attached(args: argparse.Namespace) -> int:
     from phobos.core.model import Trigger, format_duration
     from phobos.core.runner import echo_stderr, run_job
-    from phobos.drives import drive as drives
+    from phobos.drives.identity import by_uuid
+    from phobos.drives.rotation import rotation_sets
+    from phobos.drives.state import record_event
 
     config = _load(args)
-    drive = drives.by_uuid(config, args.uuid)
+    drive = by_uuid(config, args.uuid)
     if drive is None:
         message = f"ignoring device with UUID {args.uuid}: not a drive in {config.source}"
         _say(f"phobos: {message}")
-        drives.record_event(config, "ignored", None, args.uuid, message)
+        record_event(config, "ignored", None, args.uuid, message)
         return 0
-    drives.record_event(config, "attached", drive.name, drive.uuid)
-    jobs = [job for job, members in drives.rotation_sets(config).items()
+    record_event(config, "attached", drive.name, drive.uuid)
+    jobs = [job for job, members in rotation_sets(config).items()
             if drive.name in members]
     if not jobs:
         _say(f"phobos: drive {drive.name} is attached, but no drive-sync job lists it")
@@ -260,36 +263,36 @@ def cmd_drive_attached(args: argparse.Namespace) -> int:
 
 
 def _pick(config: Any, args: argparse.Namespace) -> Any:
-    from phobos.drives import drive as drives
+    from phobos.drives.identity import by_uuid, get
 
     if args.uuid:
-        drive = drives.by_uuid(config, args.uuid)
+        drive = by_uuid(config, args.uuid)
         if drive is None:
             raise UsageError(f"no drive in {config.source} has UUID {args.uuid}")
         return drive
     if not args.name:
         raise UsageError("name a drive, or give --uuid")
-    return drives.get(config, args.name)
+    return get(config, args.name)
 
 
 def cmd_drive_release(args: argparse.Namespace) -> int:
-    from phobos.drives import drive as drives
+    from phobos.drives.attach import release_cli
 
     config = _load(args)
     drive = _pick(config, args)
-    done = drives.release_cli(config, drive, _say)
+    done = release_cli(config, drive, _say)
     print(f"drive {drive.name}: " + ("; ".join(done) if done else
                                      "nothing was mounted or unlocked"))
     return 0
 
 
 def cmd_drive_list(args: argparse.Namespace) -> int:
-    from phobos.cli.main import table, when
+    from phobos.cli.common import table, when
     from phobos.core.model import format_duration
-    from phobos.drives import drive as drives
+    from phobos.drives.rotation import rotation
 
     config = _load(args)
-    statuses = drives.rotation(config)
+    statuses = rotation(config)
     if args.json:
         _print_json({"drives": [s.as_json() for s in statuses]})
         return 0
@@ -305,22 +308,24 @@ def cmd_drive_list(args: argparse.Namespace) -> int:
 
 
 def cmd_drive_eject(args: argparse.Namespace) -> int:
-    from phobos.drives import drive as drives
+    from phobos.drives.attach import eject
+    from phobos.drives.identity import get
 
     config = _load(args)
-    drive = drives.get(config, args.name)
-    for line in drives.eject(config, drive, _say):
+    drive = get(config, args.name)
+    for line in eject(config, drive, _say):
         _say(f"drive {drive.name}: {line}")
     print(f"drive {drive.name}: safe to remove")
     return 0
 
 
 def cmd_drive_mount(args: argparse.Namespace) -> int:
-    from phobos.drives import drive as drives
+    from phobos.drives.attach import mount_readonly
+    from phobos.drives.identity import get
 
     config = _load(args)
-    drive = drives.get(config, args.name)
-    mountpoint = drives.mount_readonly(config, drive, _say)
+    drive = get(config, args.name)
+    mountpoint = mount_readonly(config, drive, _say)
     print(f"drive {drive.name} is mounted read-only at {mountpoint}, inside the backup "
           f"namespace only.\n  browse:  phobos ns enter ls {mountpoint}\n"
           f"  Borg:    phobos ns enter borg --bypass-lock list {mountpoint}/REPO-DIR\n"
@@ -332,122 +337,11 @@ def cmd_drive_mount(args: argparse.Namespace) -> int:
 
 
 def cmd_drive_sheet(args: argparse.Namespace) -> int:
-    from phobos.drives import drive as drives
+    from phobos.drives.identity import get
+    from phobos.drives.sheet import borg_key_exports, render_sheet
 
     config = _load(args)
-    drive = drives.get(config, args.name)
-    keys = drives.borg_key_exports(config, drive, _say) if args.borg_key else {}
+    drive = get(config, args.name)
+    keys = borg_key_exports(config, drive, _say) if args.borg_key else {}
     print(render_sheet(config, drive, borg_keys=keys))
     return 0
-
-
-def render_sheet(config: Any, drive: Any, *, fs_uuid: str | None = None,
-                 borg_keys: dict[str, str] | None = None) -> str:
-    """The plain-text recovery sheet: what is where, and how to restore without the NAS."""
-    from phobos.drives import drive as drives
-
-    facts = drives.load_state(config).get("drives", {}).get(drive.name, {})
-    fs_uuid = (fs_uuid or facts.get("fs_uuid") or
-               (drive.uuid if drive.unlock == "none" else "(see `blkid` once unlocked)"))
-    when = time.strftime("%Y-%m-%d %H:%M", time.localtime())
-    lines = [f"PHOBOS RECOVERY SHEET: drive {drive.name}",
-             f"printed {when} on {socket.gethostname()}. Keep one copy away from the NAS.", "",
-             "THE DRIVE",
-             f"  name:                 {drive.name}",
-             f"  {'LUKS header UUID' if drive.unlock == 'luks' else 'filesystem UUID'}:"
-             f"{' ' * (5 if drive.unlock == 'luks' else 6)}{drive.uuid}",
-             f"  filesystem inside:    ext4, label {drive.label!r}, UUID {fs_uuid}",
-             f"  last verified copy:   {_date(facts.get('last_sync'))}"]
-    lines += ["", "WHAT IS ON IT", *_contents(config, drive)]
-    lines += ["", "KEYS (all of these live on the NAS: keep copies elsewhere too)",
-              *_key_lines(config, drive, borg_keys or {})]
-    lines += ["", "RESTORE ON A MACHINE THAT NEVER SAW THE NAS", *_restore_steps(config, drive)]
-    return "\n".join(lines)
-
-
-def _date(ts: float | None) -> str:
-    return "never" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
-
-
-def _jobs_of(config: Any, drive: Any) -> list[tuple[str, Any]]:
-    from phobos.jobs.drive_sync import DriveSyncJob
-
-    return [(name, job) for name, job in sorted(config.jobs.items())
-            if isinstance(job, DriveSyncJob) and drive.name in job.drives]
-
-
-def _contents(config: Any, drive: Any) -> list[str]:
-    from phobos.jobs.drive_sync import repo_target
-
-    lines = []
-    for name, job in _jobs_of(config, drive):
-        repo = config.repos[job.repo]
-        lines.append(f"  /{repo_target(job, config)}: Borg repository {job.repo!r} "
-                     f"(copy of {repo.path}, job {name})")
-        if job.holding:
-            lines.append(f"  /holding: the holding area (copy of {config.storage.holding})")
-    return lines or ["  nothing yet: no drive-sync job lists this drive"]
-
-
-def _key_lines(config: Any, drive: Any, borg_keys: dict[str, str]) -> list[str]:
-    lines = []
-    if drive.unlock == "luks":
-        lines += [f"  keyfile (slot 0):     {drive.keyfile}",
-                  f"  LUKS header backup:   {drive.header_backup}",
-                  "  recovery passphrase:  slot 1; not printed: the one typed at "
-                  "`phobos drive init`"]
-    else:
-        lines.append("  phobos did not encrypt this drive (unlock = \"none\")")
-    repos = sorted({job.repo for _, job in _jobs_of(config, drive)})
-    for name in repos:
-        repo = config.repos[name]
-        where = ("inside the repository (so on this drive too), protected by the Borg "
-                 "passphrase" if "repokey" in repo.encryption else
-                 f"in {repo.base_dir or '~'}/.config/borg/keys on the NAS only: without an "
-                 "export the copy cannot be read")
-        lines += [f"  Borg repo {name!r}: encryption {repo.encryption}; key {where}.",
-                  f"    export it: borg key export --paper {repo.path} {name}-key.txt",
-                  "    and keep the Borg passphrase with it."]
-        if name in borg_keys:
-            lines += ["    export:", *(f"      {line}" for line in borg_keys[name].splitlines())]
-    return lines
-
-
-def _restore_steps(config: Any, drive: Any) -> list[str]:
-    from phobos.jobs.drive_sync import repo_target
-
-    dev = f"/dev/disk/by-uuid/{drive.uuid}"
-    jobs = _jobs_of(config, drive)
-    target = repo_target(jobs[0][1], config) if jobs else "borg"
-    steps = ["  (Debian: apt install cryptsetup borgbackup rsync)",
-             "  1. Plug the drive in and find it:", f"       blkid -U {drive.uuid}"]
-    if drive.unlock == "luks":
-        steps += ["  2. Unlock it; type the recovery passphrase:",
-                  f"       cryptsetup open {dev} extbackup",
-                  "     or with a copy of the keyfile:",
-                  f"       cryptsetup open --key-file {drive.name}.key {dev} extbackup",
-                  "     if the header is damaged, with the header backup (sdX: the drive):",
-                  f"       cryptsetup open --header {drive.name}.luks-header /dev/sdX extbackup",
-                  "  3. Mount it read-only:",
-                  "       mkdir -p /mnt/extbackup",
-                  "       mount -o ro /dev/mapper/extbackup /mnt/extbackup"]
-    else:
-        steps += ["  2. Unlock it the way it was encrypted (phobos did not), then",
-                  "  3. Mount it read-only:", "       mkdir -p /mnt/extbackup",
-                  f"       mount -o ro {dev} /mnt/extbackup"]
-    steps += ["  4. Look without writing to the drive:",
-              f"       borg --bypass-lock list /mnt/extbackup/{target}",
-              "     then copy the repository off the drive (leave the drive's copy as it is):",
-              "       mkdir -p /restore",
-              f"       rsync -a /mnt/extbackup/{target}/ /restore/borg/",
-              "  5. List and extract archives (keyfile mode: borg key import first):",
-              "       borg list /restore/borg",
-              "       mkdir -p /restore/files && cd /restore/files",
-              "       borg extract /restore/borg::ARCHIVE [PATH...]",
-              "     an unencrypted repo asks to confirm first; to allow it:",
-              "       export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes",
-              "  6. When done:", "       umount /mnt/extbackup"
-              + ("; cryptsetup close extbackup" if drive.unlock == "luks" else ""),
-              "  Never keep writing to both the NAS's repository and a restored copy: once a",
-              "  restored copy takes new backups, retire the other (Borg would reuse nonces)."]
-    return steps

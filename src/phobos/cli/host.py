@@ -9,21 +9,18 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from phobos.cli.common import decide_pin
-from phobos.cli.common import verb as _action
+from phobos.cli.common import decide_pin, json_flag, load_config, print_json, table, verb
 from phobos.errors import ExitCode
 
 
 def register(verbs: Any) -> None:
     """Add the `host` verb and its actions to the top-level parser's ``verbs``."""
-    from phobos.cli.main import _json_flag, _verb
-
-    sub = _verb(verbs, "host", "add, test and re-key the remote hosts phobos pulls",
-                cmd_host_help)
+    sub = verb(verbs, "host", "add, test and re-key the remote hosts phobos pulls",
+               cmd_host_help)
     actions = sub.add_subparsers(dest="action", metavar="ACTION", required=True)
-    _add_add(actions, _json_flag)
-    _add_test(actions, _json_flag)
-    _add_rekey(actions, _json_flag)
+    _add_add(actions)
+    _add_test(actions)
+    _add_rekey(actions)
 
 
 def _confirm_flags(sub: argparse.ArgumentParser) -> None:
@@ -34,10 +31,10 @@ def _confirm_flags(sub: argparse.ArgumentParser) -> None:
                      "(checked on the host: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub)")
 
 
-def _add_add(actions: Any, json_flag: Any) -> None:
-    sub = _action(actions, "add", "create/reuse the pull key, pin NAME's host key after "
-                  "showing its fingerprint, print the authorized_keys line and the "
-                  "[hosts.NAME] table to add (the config file is not edited)", cmd_host_add)
+def _add_add(actions: Any) -> None:
+    sub = verb(actions, "add", "create/reuse the pull key, pin NAME's host key after "
+               "showing its fingerprint, print the authorized_keys line and the "
+               "[hosts.NAME] table to add (the config file is not edited)", cmd_host_add)
     sub.add_argument("name", help="the host's name in phobos (its [hosts.NAME] table)")
     sub.add_argument("address", help="DNS name or IP address")
     sub.add_argument("--port", type=int, default=22, help="SSH port (default 22)")
@@ -51,17 +48,17 @@ def _add_add(actions: Any, json_flag: Any) -> None:
     json_flag(sub)
 
 
-def _add_test(actions: Any, json_flag: Any) -> None:
-    sub = _action(actions, "test", "check that NAME is reachable, its host key matches, "
-                  "phobos's key logs in, every path is readable and the key cannot write",
-                  cmd_host_test)
+def _add_test(actions: Any) -> None:
+    sub = verb(actions, "test", "check that NAME is reachable, its host key matches, "
+               "phobos's key logs in, every path is readable and the key cannot write",
+               cmd_host_test)
     sub.add_argument("name", help="host name from the config")
     json_flag(sub)
 
 
-def _add_rekey(actions: Any, json_flag: Any) -> None:
-    sub = _action(actions, "rekey", "accept NAME's new host key after showing the old "
-                  "and new fingerprints (never automatic)", cmd_host_rekey)
+def _add_rekey(actions: Any) -> None:
+    sub = verb(actions, "rekey", "accept NAME's new host key after showing the old "
+               "and new fingerprints (never automatic)", cmd_host_rekey)
     sub.add_argument("name", help="host name from the config")
     _confirm_flags(sub)
     json_flag(sub)
@@ -113,14 +110,12 @@ def cmd_host_help(args: argparse.Namespace) -> int:  # pragma: no cover - argpar
 
 def cmd_host_add(args: argparse.Namespace) -> int:
     from phobos import hosts
-    from phobos.cli.main import _load, _print_json
-
-    config = _load(args)
+    config = load_config(args)
     request = hosts.AddRequest(name=args.name, address=args.address, port=args.port,
                                user=args.user, paths=tuple(args.paths), root=args.root)
     result = hosts.add(config, request, _confirmer(args))
     if args.json:
-        _print_json(result.as_json())
+        print_json(result.as_json())
         return 0
     key = result.pull_key
     print(f"pull key: {key.path}" + (" (created)" if key.created else " (reused)"))
@@ -139,13 +134,11 @@ def cmd_host_add(args: argparse.Namespace) -> int:
 
 def cmd_host_test(args: argparse.Namespace) -> int:
     from phobos import hosts
-    from phobos.cli.main import _load, _print_json, table
-
-    config = _load(args)
+    config = load_config(args)
     checks = hosts.check_host(config, args.name)
     ok = all(c.ok for c in checks)
     if args.json:
-        _print_json({"host": args.name, "ok": ok, "checks": [c.as_json() for c in checks]})
+        print_json({"host": args.name, "ok": ok, "checks": [c.as_json() for c in checks]})
     else:
         rows = [[c.name, "ok" if c.ok else "FAIL", c.detail] for c in checks]
         print(table(["CHECK", "RESULT", "DETAIL"], rows))
@@ -157,12 +150,10 @@ def cmd_host_test(args: argparse.Namespace) -> int:
 
 def cmd_host_rekey(args: argparse.Namespace) -> int:
     from phobos import hosts
-    from phobos.cli.main import _load, _print_json
-
-    config = _load(args)
+    config = load_config(args)
     result = hosts.rekey(config, args.name, _confirmer(args))
     if args.json:
-        _print_json(result.as_json())
+        print_json(result.as_json())
     elif result.changed:
         shown = ", ".join(k.describe() for k in result.new)
         print(f"{args.name}: pinned the new host key {shown}")

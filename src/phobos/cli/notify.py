@@ -18,7 +18,7 @@ from phobos.core.model import LedState
 from phobos.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
-    from phobos.config.model import LedConfig
+    from phobos.config.tables import LedConfig
 
 EVENTS = ("failure", "warning", "success", "skipped", "overdue")
 TEST_SEQUENCE = (LedState.RED, LedState.YELLOW, LedState.GREEN, LedState.BLUE, LedState.OFF)
@@ -26,7 +26,8 @@ TEST_SEQUENCE = (LedState.RED, LedState.YELLOW, LedState.GREEN, LedState.BLUE, L
 
 def register(verbs: Any) -> None:
     """Add the `led` and `notify` verbs and their actions to the top-level ``verbs``."""
-    from phobos.cli.main import _json_flag, _verb
+    from phobos.cli.common import json_flag as _json_flag
+    from phobos.cli.common import verb as _verb
 
     led = _verb(verbs, "led", "show, set, acknowledge and test the status LED", _need_action)
     actions = led.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -67,7 +68,7 @@ def _driver_text(led: LedConfig) -> str:
 
 
 def cmd_led_show(args: argparse.Namespace) -> int:
-    from phobos.notify.led import LedTracker
+    from phobos.notify.led.tracker import LedTracker
 
     config = _load(args)
     snapshot = LedTracker(config.paths.state).snapshot()  # reading needs no driver
@@ -99,7 +100,7 @@ def _configured_driver(config: Any) -> Any:
 
 
 def cmd_led_set(args: argparse.Namespace) -> int:
-    from phobos.notify.led import LedTracker
+    from phobos.notify.led.tracker import LedTracker
 
     config = _load(args)
     _configured_driver(config).set(LedState(args.color))
@@ -111,7 +112,8 @@ def cmd_led_set(args: argparse.Namespace) -> int:
 
 def cmd_led_ack(args: argparse.Namespace) -> int:
     from phobos.errors import ConfigError
-    from phobos.notify.led import LedTracker, LedUnavailable
+    from phobos.notify.errors import LedUnavailable
+    from phobos.notify.led.tracker import LedTracker
     from phobos.notify.setup import led_tracker
 
     config = _load(args)
@@ -142,7 +144,8 @@ def _acked_text(failures: Sequence[Any], state: LedState) -> str:
 
 
 def cmd_led_test(args: argparse.Namespace) -> int:
-    from phobos.notify.led import LedTracker, LedUnavailable
+    from phobos.notify.errors import LedUnavailable
+    from phobos.notify.led.tracker import LedTracker
 
     config = _load(args)
     driver = _configured_driver(config)

@@ -1,6 +1,6 @@
 """``phobos repo``: init, info, list, key-export and drill of Borg repositories.
 
-Output only: the work is in :mod:`phobos.repos.repo`. Each verb takes the repository's
+Output only: the work is in :mod:`phobos.repos`. Each verb takes the repository's
 phobos lock first and fails at once, naming the job that holds it, instead of letting
 Borg wait behind a running job.
 """
@@ -58,26 +58,28 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """(config, Repo, runner) for the named repository."""
     from phobos import namespace
     from phobos.core.locks import Resource
-    from phobos.repos import repo as repos
+    from phobos.repos.borg_locks import guarded
+    from phobos.repos.repo import Repo, direct_runner, repo_config
 
     config = _load(args)
-    repos.repo_config(config, args.name)
+    repo_config(config, args.name)
     # With [storage] device the repository exists only inside the backup namespace; this
     # process joins it, as `phobos run` does for jobs.
     namespace.enter_for_job(config, [Resource(name=f"repo:{args.name}")], _echo)
-    repo = repos.Repo.open(config, args.name)
-    return config, repo, repos.guarded(repos.direct_runner(_echo), repo, _echo)
+    repo = Repo.open(config, args.name)
+    return config, repo, guarded(direct_runner(_echo), repo, _echo)
 
 
 # --- verbs --------------------------------------------------------------------------
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from phobos.repos import repo as repos
+    from phobos.repos.operations import init
+    from phobos.repos.resources import cli_lock
 
     config, repo, run = _open(args)
-    with repos.cli_lock(config, args.name, write=True, what="init"):
-        repos.init(repo, run)
+    with cli_lock(config, args.name, write=True, what="init"):
+        init(repo, run)
     print(f"repository {args.name} initialized at {repo.config.path} "
           f"({repo.config.encryption}); export its key now: "
           f"phobos repo key-export {args.name} FILE")
@@ -86,14 +88,16 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from phobos.core.history import History
-    from phobos.repos import repo as repos
+    from phobos.repos.operations import info
+    from phobos.repos.resources import cli_lock
+    from phobos.repos.summary import summary
 
     config, repo, run = _open(args)
-    with repos.cli_lock(config, args.name, write=False, what="info"):
-        borg_info = repos.info(repo, run)
+    with cli_lock(config, args.name, write=False, what="info"):
+        borg_info = info(repo, run)
     history = History.open(config.paths.state)
     try:
-        known = repos.summary(config, args.name, history)
+        known = summary(config, args.name, history)
     finally:
         history.close()
     if args.json:
@@ -142,11 +146,12 @@ def _summary_lines(known: dict[str, Any]) -> list[str]:
 def cmd_list(args: argparse.Namespace) -> int:
     if args.name is None:
         return _list_repos(args)
-    from phobos.repos import repo as repos
+    from phobos.repos.operations import archives
+    from phobos.repos.resources import cli_lock
 
     config, repo, run = _open(args)
-    with repos.cli_lock(config, args.name, write=False, what="list"):
-        found = repos.archives(repo, run)
+    with cli_lock(config, args.name, write=False, what="list"):
+        found = archives(repo, run)
     if args.json:
         _print_json({"repo": args.name, "archives": found})
         return 0
@@ -159,14 +164,14 @@ def _list_repos(args: argparse.Namespace) -> int:
     from phobos import namespace
     from phobos.core.history import History
     from phobos.core.locks import Resource
-    from phobos.repos import repo as repos
+    from phobos.repos.summary import summary
 
     config = _load(args)
     namespace.enter_for_job(config, [Resource(name=f"repo:{name}") for name in config.repos],
                             _echo)
     history = History.open(config.paths.state)
     try:
-        known = [repos.summary(config, name, history) for name in sorted(config.repos)]
+        known = [summary(config, name, history) for name in sorted(config.repos)]
     finally:
         history.close()
     if args.json:
@@ -181,12 +186,13 @@ def _list_repos(args: argparse.Namespace) -> int:
 
 
 def cmd_key_export(args: argparse.Namespace) -> int:
-    from phobos.doctor.checks import record_key_export
-    from phobos.repos import repo as repos
+    from phobos.repos.key_exports import record_key_export
+    from phobos.repos.operations import key_export
+    from phobos.repos.resources import cli_lock
 
     config, repo, run = _open(args)
-    with repos.cli_lock(config, args.name, write=False, what="key-export"):
-        repos.key_export(repo, run, args.file.resolve(), paper=args.paper)
+    with cli_lock(config, args.name, write=False, what="key-export"):
+        key_export(repo, run, args.file.resolve(), paper=args.paper)
     record_key_export(config, args.name, args.file.resolve(), paper=args.paper)
     print(f"key of {args.name} written to {args.file}; keep it somewhere other than the NAS")
     return 0
@@ -195,14 +201,15 @@ def cmd_key_export(args: argparse.Namespace) -> int:
 def cmd_drill(args: argparse.Namespace) -> int:
     from phobos.errors import UsageError
     from phobos.jobs.drill import archives_glob
-    from phobos.repos import repo as repos
+    from phobos.repos.drill import drill, drill_failure
+    from phobos.repos.resources import cli_lock
 
     config, repo, run = _open(args)
     if args.archives_of is not None and args.archives_of not in config.jobs:
         raise UsageError(f"no job named {args.archives_of!r}", "see `phobos status`")
-    with repos.cli_lock(config, args.name, write=False, what="drill"):
-        report = repos.drill(repo, run, sample=args.sample, max_bytes=args.max_bytes,
-                             glob=archives_glob(config, args.archives_of))
+    with cli_lock(config, args.name, write=False, what="drill"):
+        report = drill(repo, run, sample=args.sample, max_bytes=args.max_bytes,
+                       glob=archives_glob(config, args.archives_of))
     if args.json:
         _print_json(report.as_stats())
     else:
@@ -212,7 +219,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
               "restored")
         for path in report.mismatches:
             print(f"  MISMATCH {path}")
-    error = repos.drill_failure(report)
+    error = drill_failure(report)
     if error is not None:
         raise error
     return 0

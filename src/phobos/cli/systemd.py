@@ -5,60 +5,42 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
-from phobos.cli.common import verb as _action
+from phobos.cli.common import json_flag, load_config, print_json, table, this_program, verb
 from phobos.errors import ExitCode, UsageError
 
 
 def register(verbs: Any) -> None:
     """Add the `systemd` verb and its actions to the top-level parser's ``verbs``."""
-    from phobos.cli.main import _json_flag, _verb
-
-    sub = _verb(verbs, "systemd", "generate and install systemd timers and units",
-                cmd_systemd_help)
+    sub = verb(verbs, "systemd", "generate and install systemd timers and units",
+               cmd_systemd_help)
     actions = sub.add_subparsers(dest="action", metavar="ACTION", required=True)
-    render = _action(actions, "render", "print the units for the config, or write them "
-                     "to --dir", cmd_systemd_render)
+    render = verb(actions, "render", "print the units for the config, or write them "
+                  "to --dir", cmd_systemd_render)
     render.add_argument("--dir", type=Path, help="write the files into this directory")
-    install = _action(actions, "install", "write the units to /etc/systemd/system, "
-                      "reload, enable and start the timers", cmd_systemd_install)
-    uninstall = _action(actions, "uninstall", "disable and remove exactly the units "
-                        "phobos installed", cmd_systemd_uninstall)
-    listing = _action(actions, "list", "the installed units and whether they are up to "
-                      "date", cmd_systemd_list)
+    install = verb(actions, "install", "write the units to /etc/systemd/system, "
+                   "reload, enable and start the timers", cmd_systemd_install)
+    uninstall = verb(actions, "uninstall", "disable and remove exactly the units "
+                     "phobos installed", cmd_systemd_uninstall)
+    listing = verb(actions, "list", "the installed units and whether they are up to "
+                   "date", cmd_systemd_list)
     for sub_action in (install, uninstall, listing):
         sub_action.add_argument("--root", type=Path, default=Path("/"),
                                 help="operate on another root file system (an image); "
                                 "systemd is then neither reloaded nor started")
-    _json_flag(listing)
+    json_flag(listing)
 
 
 def _target(args: argparse.Namespace, config: Any) -> Any:
     """The program and config the units run: ``[systemd] executable`` or this phobos."""
-    from phobos.config.model import config_path
+    from phobos.config.load import config_path
     from phobos.systemd.units import Target
 
-    executable = config.systemd.executable or _this_program()
+    executable = config.systemd.executable or this_program()
     return Target(executable=executable, config=Path(os.path.abspath(config_path(args.config))))
-
-
-def _this_program() -> Path:
-    """The phobos program running now: its console script, not ``python -m``."""
-    argv0 = Path(sys.argv[0])
-    if argv0.name == "phobos" and argv0.exists():
-        return Path(os.path.abspath(argv0))
-    beside = Path(sys.executable).parent / "phobos"
-    if beside.exists():
-        return beside
-    found = shutil.which("phobos")
-    if found:
-        return Path(os.path.abspath(found))
-    raise UsageError("cannot tell which phobos program the units should run",
-                     "set `executable` in the [systemd] table of the config")
 
 
 def _root(args: argparse.Namespace) -> Path:
@@ -73,10 +55,9 @@ def cmd_systemd_help(args: argparse.Namespace) -> int:  # pragma: no cover - arg
 
 
 def cmd_systemd_render(args: argparse.Namespace) -> int:
-    from phobos.cli.main import _load
     from phobos.systemd.units import render
 
-    config = _load(args)
+    config = load_config(args)
     files = render(config, _target(args, config))
     if args.dir is None:
         for index, (name, text) in enumerate(files.items()):
@@ -91,10 +72,9 @@ def cmd_systemd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_systemd_install(args: argparse.Namespace) -> int:
-    from phobos.cli.main import _load
     from phobos.systemd.install import install
 
-    config = _load(args)
+    config = load_config(args)
     target = _target(args, config)
     if not _under_root(args, target.executable).exists():
         print(f"phobos: warning: {target.executable} does not exist (under {args.root}); "
@@ -124,10 +104,9 @@ def _print_kept(kept: tuple[str, ...]) -> None:
 
 
 def cmd_systemd_uninstall(args: argparse.Namespace) -> int:
-    from phobos.cli.main import _load
     from phobos.systemd.install import uninstall
 
-    config = _load(args)
+    config = load_config(args)
     report = uninstall(config, _root(args))
     for path in report.removed:
         print(f"removed  {path}")
@@ -138,14 +117,13 @@ def cmd_systemd_uninstall(args: argparse.Namespace) -> int:
 
 
 def cmd_systemd_list(args: argparse.Namespace) -> int:
-    from phobos.cli.main import _load, _print_json, table
     from phobos.systemd.install import listing
 
-    config = _load(args)
+    config = load_config(args)
     rows = listing(config, _target(args, config), _root(args))
     if args.json:
-        _print_json({"files": [{"path": r.path, "unit": r.unit, "state": r.state}
-                               for r in rows]})
+        print_json({"files": [{"path": r.path, "unit": r.unit, "state": r.state}
+                              for r in rows]})
         return 0
     if not rows:
         print("no units installed by phobos (`phobos systemd install` installs them)")

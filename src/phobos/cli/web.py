@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from phobos.cli.common import verb
 from phobos.errors import PhobosError, UsageError
 
 MIN_TOKEN = 16
@@ -22,10 +23,8 @@ MIN_TOKEN = 16
 
 def register(verbs: Any) -> None:
     """Add the `web` verb to the top-level parser's ``verbs``."""
-    from phobos.cli.main import _verb
-
-    sub = _verb(verbs, "web", "serve the read-only web dashboard (status, timeline, drives, "
-                "history, /metrics)", cmd_web)
+    sub = verb(verbs, "web", "serve the read-only web dashboard (status, timeline, drives, "
+               "history, /metrics)", cmd_web)
     sub.add_argument("--listen", metavar="HOST:PORT",
                      help="address to listen on (default: [web] listen, 127.0.0.1:8470); "
                      "anything but loopback needs [web] token_file")
@@ -53,7 +52,8 @@ def read_token(path: Path) -> str:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    from phobos.config.model import WebConfig, config_path, load
+    from phobos.config.load import config_path, load
+    from phobos.config.tables import WebConfig
     from phobos.web.address import parse_listen
 
     config = load(config_path(args.config))

@@ -12,7 +12,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-from phobos.config.model import JobBase, _TopLevel
+from phobos.config.job import JobBase
+from phobos.config.model import TopLevel
 from phobos.config.schema import Duration
 from phobos.core.model import JobKind
 
@@ -126,9 +127,9 @@ def _tables(prefix: str, cls: type[Any], doc: str) -> list[str]:
 def render() -> str:
     from phobos.jobs import KIND_MODULES, kind_module
 
-    hints = typing.get_type_hints(_TopLevel)
+    hints = typing.get_type_hints(TopLevel)
     lines = [INTRO]
-    for fld in dataclasses.fields(_TopLevel):
+    for fld in dataclasses.fields(TopLevel):
         inner, keyed = _table_type(hints[fld.name])
         assert inner is not None, fld.name
         name = fld.name + (".NAME" if keyed else "")

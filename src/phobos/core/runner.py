@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from phobos.config.model import Config, JobBase
+from phobos.config.job import JobBase
+from phobos.config.model import Config
 from phobos.core import proc
 from phobos.core.history import History
 from phobos.core.locks import locked

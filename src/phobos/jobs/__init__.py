@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from phobos.core.model import JobKind
 
 if TYPE_CHECKING:
-    from phobos.config.model import JobBase
+    from phobos.config.job import JobBase
     from phobos.config.schema import Problems
 
 # Kinds implemented so far; the others are named in JobKind and refused with a message.

@@ -9,7 +9,7 @@ refuses two jobs of one repository whose names the other's glob would match.
 Resources: ``repo:<name>`` exclusive (create, prune and compact take Borg's exclusive
 lock), ``holding:<host>`` shared for each pulled host whose holding folder is archived
 (a pull of that host cannot run meanwhile), and ``storage`` shared when the repository
-or a source lies on the backup storage (see :func:`phobos.repos.repo.source_resources`).
+or a source lies on the backup storage (see :func:`phobos.repos.resources.source_resources`).
 """
 
 from __future__ import annotations
@@ -21,19 +21,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from phobos.config.model import Config, JobBase
+from phobos.config.job import JobBase
+from phobos.config.model import Config
 from phobos.config.schema import Problems, setting
 from phobos.core.locks import Resource
 from phobos.core.runner import RunContext
 from phobos.core.step import Step
-from phobos.repos.repo import (
-    Repo,
-    borg_step,
-    guarded,
-    repo_problems,
-    repo_resources,
-    source_resources,
-)
+from phobos.repos.borg_locks import guarded
+from phobos.repos.repo import Repo, borg_step, repo_problems
+from phobos.repos.resources import repo_resources, source_resources
 from phobos.tools import borg as borgtool
 
 DEFAULT_NAME = "{job}-{now:%Y-%m-%dT%H:%M:%S}"

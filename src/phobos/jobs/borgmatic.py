@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from phobos.config.model import Config, JobBase
+from phobos.config.job import JobBase
+from phobos.config.model import Config
 from phobos.config.schema import Problems, setting
 from phobos.core.locks import Resource
 from phobos.core.runner import RunContext
 from phobos.core.step import Step
 from phobos.errors import ConfigError
-from phobos.repos.repo import repo_resources, source_resources
+from phobos.repos.resources import repo_resources, source_resources
 from phobos.tools import borg as borgtool
 
 
@@ -197,9 +198,9 @@ def plan(job: BorgmaticJob) -> Step:
     argv = [job.program]
     for path in job.configs:
         argv += ["-c", str(path)]
-    # The host id reaches the Borg that borgmatic runs (see borgtool.host_id).
+    # The host id reaches the Borg that borgmatic runs (see borgtool.base_env).
     return Step(name="borgmatic", argv=(*argv, *job.options, *job.actions),
-                env={"BORG_HOST_ID": borgtool.host_id()})
+                env=borgtool.base_env())
 
 
 def execute(ctx: RunContext) -> None:

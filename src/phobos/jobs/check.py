@@ -24,27 +24,27 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from phobos.config.model import Config, JobBase
+from phobos.config.checks import positive
+from phobos.config.job import JobBase
+from phobos.config.model import Config
 from phobos.config.schema import Duration, Problems, setting
 from phobos.core.locks import Resource
 from phobos.core.model import format_duration
 from phobos.core.runner import RunContext
 from phobos.core.step import Step
-from phobos.repos.repo import Repo, guarded, repo_problems, repo_resources
+from phobos.repos.borg_locks import guarded
+from phobos.repos.repo import Repo, repo_problems
+from phobos.repos.resources import repo_resources
 from phobos.tools import borg as borgtool
-
-
-def _positive(value: float | None) -> str | None:
-    return None if value is None or value > 0 else "must be greater than zero"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CheckJob(JobBase):
     repo: str = setting(doc="The repository (a [repos.NAME] table).")
-    max_duration: Duration | None = setting(None, check=_positive, doc="Check the repository "
+    max_duration: Duration | None = setting(None, check=positive, doc="Check the repository "
                                             "in slices of this long (`\"2h\"`), each "
                                             "resuming where the last stopped.")
-    last: int | None = setting(None, check=_positive,
+    last: int | None = setting(None, check=positive,
                                doc="Check only the archives, the last N of them.")
     verify_data: bool = setting(False, doc="Verify all data cryptographically "
                                 "(`--verify-data`; slow: reads every chunk).")

@@ -1,7 +1,7 @@
 """The ``command`` kind: run any argv as a job, with declared resources.
 
-The seed's ``backup-luv``, ``sync-nuhc`` and ``backup-chew`` are jobs of this kind:
-phobos adds locking, history, notifications and the schedule view to a script.
+The original setup's ``backup-luv``, ``sync-nuhc`` and ``backup-chew`` are jobs of this
+kind: phobos adds locking, history, notifications and the schedule view to a script.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from phobos.config.model import Config, JobBase
+from phobos.config.job import JobBase
+from phobos.config.model import Config
 from phobos.config.schema import Problems, setting, suggest
 from phobos.core.locks import Resource
 from phobos.core.runner import RunContext

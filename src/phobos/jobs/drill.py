@@ -2,7 +2,7 @@
 
 Restores a random sample of files from the latest archive into a temporary directory
 and compares each with its source where the source's size and mtime are unchanged
-since the archive (see :func:`phobos.repos.repo.drill`). Any mismatch fails the run; the
+since the archive (see :func:`phobos.repos.drill.drill`). Any mismatch fails the run; the
 stats record files checked, mismatches, skipped files and bytes read.
 
 Resources: ``repo:<name>`` shared (Borg's list and extract take its shared lock), and
@@ -15,23 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from phobos.config.model import Config, JobBase
+from phobos.config.checks import positive
+from phobos.config.job import JobBase
+from phobos.config.model import Config
 from phobos.config.schema import Problems, setting
 from phobos.core.locks import Resource
 from phobos.core.runner import RunContext
-from phobos.repos.repo import (
-    Repo,
-    drill,
-    drill_failure,
-    guarded,
-    repo_problems,
-    repo_resources,
-    source_resources,
-)
-
-
-def _positive(value: int) -> str | None:
-    return None if value > 0 else "must be greater than zero"
+from phobos.repos.borg_locks import guarded
+from phobos.repos.drill import drill, drill_failure
+from phobos.repos.repo import Repo, repo_problems
+from phobos.repos.resources import repo_resources, source_resources
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,8 +32,8 @@ class DrillJob(JobBase):
     repo: str = setting(doc="The repository (a [repos.NAME] table).")
     archives_of: str | None = setting(None, doc="Drill the latest archive of this archive "
                                       "job (default: the latest archive of the repo).")
-    sample: int = setting(20, check=_positive, doc="How many files to restore and compare.")
-    max_bytes: int = setting(256 * 1024 * 1024, check=_positive,
+    sample: int = setting(20, check=positive, doc="How many files to restore and compare.")
+    max_bytes: int = setting(256 * 1024 * 1024, check=positive,
                              doc="At most this many bytes restored per drill.")
 
     def archive_jobs(self, config: Config) -> list[tuple[str, JobBase]]:

@@ -1,4 +1,4 @@
-"""The ``drive-sync`` kind: the seed's third strand.
+"""The ``drive-sync`` kind: the off-site strand of the original setup.
 
 When one of the job's drives is plugged in (``phobos drive attached``) or the job is run
 by hand, for each of its drives that is present: unlock it, mount it inside the backup
@@ -18,27 +18,32 @@ Borg's lock files are excluded: they mean nothing on another machine and would n
 from __future__ import annotations
 
 import os
-import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from phobos import namespace
-from phobos.config.model import Config, JobBase, RepoConfig
-from phobos.config.schema import Problems, setting, suggest
+from phobos.config.checks import check_ref
+from phobos.config.job import JobBase
+from phobos.config.model import Config
+from phobos.config.schema import Problems, setting
+from phobos.config.tables import RepoConfig
 from phobos.core.locks import Resource
 from phobos.core.runner import RunContext
 from phobos.core.step import Step
-from phobos.drives import drive as drives
-from phobos.drives.drive import Drive
+from phobos.drives.attach import attach, release
+from phobos.drives.contents import HOLDING_DIR, repo_target
+from phobos.drives.devices import locate
+from phobos.drives.identity import Drive, drive_resource, get
+from phobos.drives.state import record_sync
 from phobos.errors import Absent, PhobosError, StepFailed
 from phobos.tools import borg as borgtool
 from phobos.tools import mount as mnt
+from phobos.tools import rsync
+from phobos.tools.rsync import Entry
 
-LIST_FORMAT = "%i|%l|%n"
-REPO_EXCLUDES = ("--exclude=/lock.exclusive", "--exclude=/lock.roster")
-RSYNC_VANISHED = 24
+REPO_EXCLUDES = tuple(f"--exclude=/{name}" for name in borgtool.LOCK_FILES)
 
 
 def _nonempty(names: tuple[str, ...]) -> str | None:
@@ -69,20 +74,16 @@ class DriveSyncJob(JobBase):
 
     def resources(self, config: Config) -> tuple[Resource, ...]:
         # The copy only reads the repo; `borg with-lock` keeps Borg's own writers out too.
-        found = [Resource(f"drive:{name}", write=True) for name in self.drives]
+        found = [drive_resource(name) for name in self.drives]
         found.append(Resource(f"repo:{self.repo}", write=False))
         if self.holding:
             found += [Resource(f"holding:{host}", write=False) for host in config.hosts]
         return tuple(found)
 
     def check_refs(self, config: Config, path: tuple[str, ...], problems: Problems) -> None:
-        if self.repo not in config.repos:
-            problems.add((*path, "repo"), f"no repo named {self.repo!r}"
-                         + (suggest(self.repo, config.repos) or f" (define [repos.{self.repo}])"))
+        check_ref(problems, (*path, "repo"), "repo", self.repo, config.repos)
         for index, name in enumerate(self.drives):
-            if name not in config.drives:
-                problems.add((*path, "drives", f"[{index}]"), f"no drive named {name!r}"
-                             + (suggest(name, config.drives) or f" (define [drives.{name}])"))
+            check_ref(problems, (*path, "drives", f"[{index}]"), "drive", name, config.drives)
 
 
 CONFIG = DriveSyncJob
@@ -101,88 +102,37 @@ class Copy:
     step: Step
 
 
-def repo_target(job: DriveSyncJob, config: Config) -> str:
-    return job.target or config.repos[job.repo].path.name
-
-
-def rsync_argv(source: Path, dest: Path, options: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """Mirror ``source`` into ``dest``, listing every file considered with its size."""
-    return ("rsync", "-a", "--delete", "--delete-excluded", "-ii",
-            f"--out-format={LIST_FORMAT}", *options, f"{source}/", f"{dest}/")
-
-
-def with_lock_argv(repo: RepoConfig, command: tuple[str, ...]) -> tuple[str, ...]:
-    """``command`` under Borg's exclusive repository lock, waiting as long as the repo's
-    ``lock_wait`` (phobos's own locks already keep phobos's Borg jobs away)."""
-    return ("borg", "with-lock", "--lock-wait", str(int(repo.lock_wait)), str(repo.path),
-            *command)
-
-
-def borg_env(repo: RepoConfig) -> dict[str, str]:
-    env = {"BORG_HOST_ID": borgtool.host_id()}  # see host_id: stale locks must be seen
-    if repo.base_dir:
-        env["BORG_BASE_DIR"] = str(repo.base_dir)
-    return env
-
-
-_RSYNC_EXITS = {
-    1: "syntax or usage error", 2: "protocol incompatibility, or a Borg error such as a lock "
-    "timeout", 3: "errors selecting input/output files", 11: "file I/O error (drive full?)",
-    12: "error in the data stream", 20: "interrupted", 23: "partial transfer due to errors",
-    24: "some source files vanished", 30: "timeout in data send/receive",
-}
-
-
-def explain(code: int) -> str:
-    return _RSYNC_EXITS.get(code, "")
+def explain_copy(code: int) -> str:
+    """What the exit ``code`` of ``borg with-lock REPO rsync ...`` means: rsync's, passed
+    on by Borg, except that Borg's own failure (a lock timeout) is 2 as well."""
+    meaning = rsync.explain_mirror(code)
+    return f"{meaning}, or a Borg error such as a lock timeout" if code == 2 else meaning
 
 
 def plan(job: DriveSyncJob, config: Config, mountpoint: Path) -> list[Copy]:
     """The copies for one drive mounted at ``mountpoint``."""
     repo = config.repos[job.repo]
     dest = mountpoint / repo_target(job, config)
-    rsync = rsync_argv(repo.path, dest, (*REPO_EXCLUDES, *job.rsync_options))
+    mirror = rsync.mirror_argv(repo.path, dest, (*REPO_EXCLUDES, *job.rsync_options))
     copies = [Copy(what=f"repo {job.repo}", source=repo.path, dest=dest,
-                   step=Step(name="copy-repo", argv=with_lock_argv(repo, rsync),
-                             env=borg_env(repo), capture=True, explain=explain))]
+                   # Waits up to the repo's lock_wait for Borg's lock: phobos's own locks
+                   # already keep phobos's Borg jobs away.
+                   step=Step(name="copy-repo",
+                             argv=borgtool.with_lock_argv(repo.path, repo.lock_wait, mirror),
+                             env=borgtool.base_env(repo.base_dir), capture=True,
+                             explain=explain_copy))]
     if job.holding:
-        holding = config.storage.holding
+        holding, target = config.storage.holding, mountpoint / HOLDING_DIR
         copies.append(Copy(
-            what="holding area", source=holding, dest=mountpoint / "holding",
+            what="holding area", source=holding, dest=target,
             step=Step(name="copy-holding",
-                      argv=rsync_argv(holding, mountpoint / "holding", job.rsync_options),
-                      capture=True, warn_codes=(RSYNC_VANISHED,), explain=explain)))
+                      argv=rsync.mirror_argv(holding, target, job.rsync_options),
+                      capture=True, warn_codes=rsync.WARN_CODES,
+                      explain=rsync.explain_mirror)))
     return copies
 
 
 # --- verification (pure but for the walk) -----------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    kind: str  # rsync's type letter: f file, d directory, L symlink, D device, S special
-    size: int
-
-
-_ESCAPE = re.compile(r"\\#([0-7]{3})")
-
-
-def parse_listing(text: str) -> dict[str, Entry]:
-    """``%i|%l|%n`` lines of rsync ``-ii`` into relative path -> entry (``.`` is the top).
-    Deletions (``*deleting``) and anything else are skipped."""
-    entries: dict[str, Entry] = {}
-    for line in text.splitlines():
-        item, sep, rest = line.partition("|")
-        size, sep2, name = rest.partition("|")
-        if not (sep and sep2) or len(item) != 11 or item.startswith("*"):
-            continue
-        try:
-            length = int(size)
-        except ValueError:
-            continue
-        name = _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), name).rstrip("/")
-        entries[os.path.normpath(name or ".")] = Entry(item[1], length)
-    return entries
 
 
 def scan(top: Path) -> dict[str, Entry]:
@@ -237,8 +187,8 @@ def execute(ctx: RunContext) -> None:
     job = ctx.job
     assert isinstance(job, DriveSyncJob)
     namespace.require_inside(ctx.config)
-    present = [(drive, device) for drive in (drives.get(ctx.config, n) for n in job.drives)
-               if (device := drives.locate(drive.uuid)) is not None]
+    present = [(drive, device) for drive in (get(ctx.config, n) for n in job.drives)
+               if (device := locate(drive.uuid)) is not None]
     if not present:
         raise Absent(f"none of this job's drives ({', '.join(job.drives)}) is plugged in",
                      "plug one in (that starts the job), or see `phobos drive list`")
@@ -259,14 +209,14 @@ def sync_drive(ctx: RunContext, job: DriveSyncJob, drive: Drive, device: str) ->
     """One drive, start to end; the drive is released whatever happens."""
     ctx.log(f"drive {drive.name} (UUID {drive.uuid}) is {device}")
     cleanup = namespace.direct_runner(ctx.log)
-    leftover = drives.release(drive, cleanup, ctx.log)  # a dead run's, or `drive mount`'s
+    leftover = release(drive, cleanup, ctx.log)  # a dead run's, or `drive mount`'s
     if leftover:
         ctx.log("released what an earlier session left: " + "; ".join(leftover))
     try:
-        mountpoint = drives.attach(drive, device, ctx.run, readonly=False)
+        mountpoint = attach(drive, device, ctx.run, readonly=False)
         stats = copy_and_verify(ctx, job, mountpoint)
-        drives.record_sync(ctx.config, drive, job=ctx.name, run_id=ctx.run_id, stats=stats)
-        drives.release(drive, ctx.run, ctx.log)
+        record_sync(ctx.config, drive, job=ctx.name, run_id=ctx.run_id, stats=stats)
+        release(drive, ctx.run, ctx.log)
     except BaseException:
         _release_after_failure(ctx, drive, cleanup)
         raise
@@ -283,12 +233,12 @@ def copy_and_verify(ctx: RunContext, job: DriveSyncJob, mountpoint: Path) -> dic
     for copy in copies:
         copy.dest.parent.mkdir(parents=True, exist_ok=True)
         result = ctx.run(copy.step)
-        listing = parse_listing(result.stdout)
+        listing = rsync.parse_listing(result.stdout)
         listings.append((copy, listing))
         files = [e for e in listing.values() if e.kind == "f"]
         stats["files"] += len(files)
         stats["bytes"] += sum(e.size for e in files)
-        stats["copied_bytes"] += _copied_bytes(result.stdout)
+        stats["copied_bytes"] += rsync.copied_bytes(result.stdout)
         stats["copy_seconds"] += result.duration
     ctx.run(Step(name="flush", argv=mnt.sync_fs(mountpoint)))
     for copy, listing in listings:
@@ -297,21 +247,10 @@ def copy_and_verify(ctx: RunContext, job: DriveSyncJob, mountpoint: Path) -> dic
     return stats
 
 
-def _copied_bytes(text: str) -> int:
-    """Bytes of files rsync transferred (itemized with '>' in the first column)."""
-    total = 0
-    for line in text.splitlines():
-        item, _, rest = line.partition("|")
-        if item.startswith(">f"):
-            size = rest.partition("|")[0]
-            total += int(size) if size.isdigit() else 0
-    return total
-
-
 def _release_after_failure(ctx: RunContext, drive: Drive, cleanup: namespace.StepRunner) -> None:
     ctx.log(f"cleaning up drive {drive.name} after the failure")
     try:
-        done = drives.release(drive, cleanup, ctx.log)
+        done = release(drive, cleanup, ctx.log)
         ctx.log("; ".join(done) or "nothing was left mounted or unlocked")
     except Exception as exc:  # the job's own error is what must be reported
         ctx.log(f"cleanup failed: {exc}; run `phobos drive release {drive.name}`")

@@ -24,14 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from phobos import hosts
-from phobos.config.model import Config, JobBase, _ref
+from phobos.config.checks import check_ref
+from phobos.config.job import JobBase
+from phobos.config.model import Config
 from phobos.config.schema import Problem, Problems, setting
 from phobos.core import proc
 from phobos.core.locks import Resource
 from phobos.core.model import Outcome, format_duration
 from phobos.core.runner import RunContext
 from phobos.core.step import Step
-from phobos.errors import Interrupted, PhobosError, StepFailed
+from phobos.errors import HoldingError, Interrupted, PhobosError, PullFailed, StepFailed
 from phobos.tools import rsync, ssh
 from phobos.tools.ssh import Endpoint
 
@@ -68,7 +70,7 @@ class PullJob(JobBase):
             if name in seen:
                 problems.add(key, f"host {name!r} is listed twice")
             seen.add(name)
-            _ref(problems, key, "host", name, config.hosts)
+            check_ref(problems, key, "host", name, config.hosts)
             if name in config.hosts:
                 for sub, message in hosts.host_problems(config.hosts[name]):
                     _add_once(problems, ("hosts", name, *sub), message)
@@ -86,14 +88,6 @@ def _add_once(problems: Problems, path: tuple[str, ...], message: str) -> None:
 
 
 CONFIG = PullJob
-
-
-class HoldingError(PhobosError):
-    """The holding area cannot take the pull (missing, read-only, full)."""
-
-
-class PullFailed(StepFailed):
-    """One or more hosts of a pull job failed."""
 
 
 # --- planning (pure) -------------------------------------------------------------------

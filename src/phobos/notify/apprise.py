@@ -11,9 +11,10 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from phobos.config.model import AppriseConfig
+from phobos.config.tables import AppriseConfig
 from phobos.core.proc import Redactor
-from phobos.notify.channel import Note, NotifyFailed
+from phobos.notify.channel import Note
+from phobos.notify.errors import NotifyFailed
 
 if TYPE_CHECKING:
     from types import ModuleType

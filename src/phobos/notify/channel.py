@@ -23,18 +23,15 @@ from phobos.core.files import write_atomic
 from phobos.core.model import Outcome, format_duration
 from phobos.errors import PhobosError
 from phobos.notify.base import EventKind, RunEvent
-
-
-class NotifyFailed(PhobosError):
-    """A notification could not be delivered. The runner turns it into a warning."""
-
+from phobos.notify.errors import NotifyFailed
 
 # --------------------------------------------------------------------------------------------
 # Events as the config names them
 
 _FINISHED_NAMES = {
     Outcome.FAILED: "failure",
-    Outcome.INTERRUPTED: "failure",  # the seed mails every unit failure; a stopped job is one
+    # The original setup mails every unit failure, and a stopped job is one.
+    Outcome.INTERRUPTED: "failure",
     Outcome.WARNING: "warning",
     Outcome.SUCCESS: "success",
     Outcome.SKIPPED: "skipped",
@@ -77,7 +74,7 @@ class Note:
 def log_command(config_source: Path | None, run_id: int) -> str:
     """The command that shows the whole log of ``run_id`` (with ``-c`` for a non-default
     config, so it can be pasted as it is)."""
-    from phobos.config.model import DEFAULT_CONFIG
+    from phobos.config.load import DEFAULT_CONFIG
 
     config = "" if config_source in (None, DEFAULT_CONFIG) else f" -c {config_source}"
     return f"phobos{config} log {run_id}"

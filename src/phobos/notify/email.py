@@ -13,11 +13,12 @@ import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from phobos.config.model import EmailConfig
+from phobos.config.tables import EmailConfig
 from phobos.core import proc
 from phobos.core.model import Outcome
 from phobos.errors import ConfigError, PhobosError
-from phobos.notify.channel import Note, NotifyFailed
+from phobos.notify.channel import Note
+from phobos.notify.errors import NotifyFailed
 
 if TYPE_CHECKING:
     import smtplib

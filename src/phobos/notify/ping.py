@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from phobos import __version__
-from phobos.config.model import PingConfig
+from phobos.config.tables import PingConfig
 from phobos.core.model import Outcome
 from phobos.errors import ConfigError
 from phobos.notify.base import EventKind, RunEvent
-from phobos.notify.channel import NotifyFailed, render
+from phobos.notify.channel import render
+from phobos.notify.errors import NotifyFailed
 
 BODY_LIMIT = 100_000  # bytes; healthchecks.io keeps the first 100 kB of a ping body
 

@@ -12,11 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from phobos.config.model import Config, LedConfig
+from phobos.config.model import Config
+from phobos.config.tables import LedConfig
 from phobos.errors import ConfigError, PhobosError
 from phobos.notify.base import EventKind, Notifier, RunEvent
 from phobos.notify.channel import Channel, MessageNotifier, SentLedger
-from phobos.notify.led import BlinkStickDriver, FileDriver, LedDriver, LedTracker
+from phobos.notify.led.blinkstick import BlinkStickDriver
+from phobos.notify.led.drivers import CommandDriver, FileDriver, LedDriver
+from phobos.notify.led.tracker import LedTracker
 
 T = TypeVar("T")
 
@@ -68,8 +71,6 @@ def led_driver(led: LedConfig) -> LedDriver | None:
             raise ConfigError("notify.led: the file driver needs `path`")
         return FileDriver(led.path)
     if led.driver == "command":
-        from phobos.notify.command import CommandDriver
-
         if not led.command:
             raise ConfigError("notify.led: the command driver needs `command`",
                               hint='e.g. command = ["blinkstick", "--index", "1", "--limit", '

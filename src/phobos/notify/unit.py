@@ -1,10 +1,11 @@
 """systemd's ``OnFailure=`` hook: ``phobos notify unit-failure UNIT``.
 
-The seed's ``status-email-user@.service`` mails ``systemctl status --full UNIT`` and turns the
-LED red. phobos does the same for any unit — with one exception: when the unit is a phobos job
-unit (``phobos-job-NAME.service``) whose latest run failed and whose failure a channel already
-delivered (the :class:`~phobos.notify.channel.SentLedger` says so), that channel is not used a
-second time. A run that died without notifying (SIGKILL, power loss) still gets its mail here.
+The original setup's ``status-email-user@.service`` mails ``systemctl status --full UNIT``
+and turns the LED red. phobos does the same for any unit — with one exception: when the unit
+is a phobos job unit (``phobos-job-NAME.service``) whose latest run failed and whose failure
+a channel already delivered (the :class:`~phobos.notify.channel.SentLedger` says so), that
+channel is not used a second time. A run that died without notifying (SIGKILL, power loss)
+still gets its mail here.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from types import FrameType
 from phobos.config.model import Config
 from phobos.core import proc
 from phobos.core.files import write_atomic
+from phobos.oncalendar.elapse import next_elapse
 from phobos.schedule.plan import calendar_of
 
 OVERDUE_EVERY = timedelta(hours=1)
@@ -67,7 +68,7 @@ def due_jobs(config: Config, state: DaemonState, now: datetime,
             continue
         last = state.fired.get(name)
         since = datetime.fromtimestamp(last).astimezone() if last else started_at
-        slot = spec.next_elapse(since)
+        slot = next_elapse(spec, since)
         if slot is not None and slot <= now:
             due[name] = slot
     return due
@@ -83,7 +84,7 @@ def next_wakeup(config: Config, state: DaemonState, now: datetime,
             continue
         last = state.fired.get(name)
         since = max(now, datetime.fromtimestamp(last).astimezone() if last else started_at)
-        slot = spec.next_elapse(since)
+        slot = next_elapse(spec, since)
         if slot is not None:
             soonest = min(soonest, max(0.0, (slot - now).total_seconds()))
     return soonest

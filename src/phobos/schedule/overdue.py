@@ -19,12 +19,11 @@ from phobos.config.model import Config
 from phobos.core.files import write_atomic
 from phobos.core.history import History
 from phobos.notify.base import EventKind, RunEvent, dispatch
+from phobos.schedule.plan import job_timing, typical_duration
 
 
 def overdue_jobs(config: Config, history: History, now: datetime) -> dict[str, float]:
     """Job name -> timestamp of the missed elapse, for every overdue job."""
-    from phobos.schedule.plan import job_timing, typical_duration
-
     successes = history.last_success_per_job()
     firsts = history.first_runs()
     found = {}
@@ -38,10 +37,10 @@ def overdue_jobs(config: Config, history: History, now: datetime) -> dict[str, f
 
 def overdue_drives(config: Config, now: datetime) -> dict[str, float]:
     """``drive:NAME`` -> when it became overdue (last sync + max_age; never synced: 0)."""
-    from phobos.drives.drive import overdue_drives as drives_past_max_age
+    from phobos.drives import rotation  # drive state is read only when asked
 
     found = {}
-    for status in drives_past_max_age(config, now.timestamp()):
+    for status in rotation.overdue_drives(config, now.timestamp()):
         since = (status.last_sync + status.max_age) if status.last_sync else 0.0
         found[f"drive:{status.name}"] = since
     return found

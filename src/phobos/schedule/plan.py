@@ -1,4 +1,4 @@
-"""When does what run: the seed's hand-made schedule table, computed.
+"""When does what run: the schedule table admins used to draw by hand, computed.
 
 From each scheduled job's calendar and its measured durations (median and p90 of its
 successful runs, counted from holding its locks to the end, so waiting is not counted
@@ -19,10 +19,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from phobos.config.model import Config, JobBase
+from phobos.config.job import JobBase
+from phobos.config.model import Config
 from phobos.core.history import History, Run
 from phobos.core.locks import merge
-from phobos.oncalendar.spec import CalendarError, CalendarSpec, parse_calendar
+from phobos.oncalendar.elapse import next_elapse
+from phobos.oncalendar.errors import CalendarError
+from phobos.oncalendar.parse import parse_calendar
+from phobos.oncalendar.spec import CalendarSpec
 
 DEFAULT_GRACE = timedelta(hours=1)
 SAMPLE_RUNS = 50
@@ -126,7 +130,7 @@ def _elapses(spec: CalendarSpec, start: datetime, end: datetime) -> list[datetim
     found: list[datetime] = []
     current = start - timedelta(microseconds=1)
     while len(found) < 10_000:  # a per-second schedule over a week stays far below
-        nxt = spec.next_elapse(current)
+        nxt = next_elapse(spec, current)
         if nxt is None or nxt >= end:
             break
         found.append(nxt)
@@ -177,12 +181,12 @@ def job_timing(job: JobBase, now: datetime, last_success: Run | None,
     spec = calendar_of(job)
     if spec is None:
         return Timing(next_run=None, overdue=False, due_since=None)
-    next_run = spec.next_elapse(now)
+    next_run = next_elapse(spec, now)
     reference = last_success or first_run
     if reference is None:
         return Timing(next_run=next_run, overdue=False, due_since=None)
     since = datetime.fromtimestamp(reference.ended or reference.started, tz=now.tzinfo)
-    due = spec.next_elapse(since)
+    due = next_elapse(spec, since)
     grace = max(DEFAULT_GRACE, timedelta(seconds=(typical.p90 or 0.0) if typical else 0.0))
     overdue = due is not None and due + grace < now
     return Timing(next_run=next_run, overdue=overdue, due_since=due if overdue else None)

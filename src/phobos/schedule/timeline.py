@@ -1,8 +1,9 @@
-"""Rendering a schedule :class:`~phobos.schedule.plan.Plan`: the seed's table (rich), JSON, SVG.
+"""Rendering a schedule :class:`~phobos.schedule.plan.Plan`: a terminal table (rich), JSON, SVG.
 
-The terminal table has the seed's shape — one row per hour, one column per family of
-jobs (pulls, Borg, drives, other), cells like "nightly starts" / "nightly …" /
-"nightly finishes" — so the admin's hand-made sketch is replaced by the real thing.
+The terminal table has the shape of the schedule admins draw by hand (the original setup had
+one): one row per hour, one column per family of jobs (pulls, Borg, drives, other), cells like
+"nightly starts" / "nightly …" / "nightly finishes" — so the hand-made sketch is replaced by
+the real thing.
 """
 
 from __future__ import annotations

@@ -18,16 +18,14 @@ from pathlib import Path
 
 from phobos.config.model import Config
 from phobos.core.files import write_atomic
-from phobos.systemd.units import (
-    MANIFEST,
-    UDEV_DIR,
-    UDEV_RULES,
-    UNIT_DIR,
-    SystemdError,
-    Target,
-    render,
-    required_directories,
-)
+from phobos.systemd.errors import SystemdError
+from phobos.systemd.names import UDEV_RULES
+from phobos.systemd.sandbox import required_directories
+from phobos.systemd.units import Target, render
+
+UNIT_DIR = Path("/etc/systemd/system")
+UDEV_DIR = Path("/etc/udev/rules.d")
+MANIFEST = "systemd-installed.json"  # in the state directory
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

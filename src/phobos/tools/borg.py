@@ -144,6 +144,16 @@ class Access:
     lock_wait: int
 
 
+def base_env(base_dir: Path | None = None) -> dict[str, str]:
+    """The environment every Borg phobos runs gets, even one that needs no passphrase
+    (``borg with-lock``, ``key export``, borgmatic's): the stable host id (see
+    :func:`host_id`: stale locks must be recognised) and ``BORG_BASE_DIR`` if set."""
+    env = {"BORG_HOST_ID": host_id()}
+    if base_dir is not None:
+        env["BORG_BASE_DIR"] = str(base_dir)
+    return env
+
+
 def access(borg: Borg, location: Path | str, *, lock_wait: float,
            base_dir: Path | None = None, passcommand: str | None = None,
            passphrase: str | None = None) -> Access:
@@ -155,12 +165,10 @@ def access(borg: Borg, location: Path | str, *, lock_wait: float,
         "BORG_RELOCATED_REPO_ACCESS_IS_OK": "no",
         "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "no",
         "BORG_DISPLAY_PASSPHRASE": "no",
-        "BORG_HOST_ID": host_id(),
+        **base_env(base_dir),
     }
     if borg.modern_exit_codes:
         env["BORG_EXIT_CODES"] = "modern"
-    if base_dir is not None:
-        env["BORG_BASE_DIR"] = str(base_dir)
     stdin = None
     secrets: tuple[str, ...] = ()
     if passcommand is not None:
@@ -495,6 +503,17 @@ STALE_LOCK_WAIT = 10
 
 def needs_exclusive(argv: Sequence[str]) -> bool:
     return len(argv) > 1 and argv[1] in EXCLUSIVE_COMMANDS
+
+
+#: Borg's lock in a repository: meaningless in a copy on another machine, where it would
+#: need a ``borg break-lock`` before the copy could be used.
+LOCK_FILES = ("lock.exclusive", "lock.roster")
+
+
+def with_lock_argv(repo: Path, lock_wait: float, command: Sequence[str]) -> tuple[str, ...]:
+    """``command`` run by ``borg with-lock`` under the exclusive lock of ``repo``, waiting
+    up to ``lock_wait`` seconds for it."""
+    return ("borg", "with-lock", "--lock-wait", str(int(lock_wait)), str(repo), *command)
 
 
 def with_lock_wait(argv: Sequence[str], seconds: int) -> list[str]:

@@ -1,6 +1,7 @@
-"""argv builders for cryptsetup (LUKS2), and the meaning of its exit codes.
+"""argv builders for cryptsetup (LUKS2), the meaning of its exit codes, and how to read
+its ``luksDump`` (the active key slots).
 
-Contract: every function returns an argv tuple and never a secret. Keys reach cryptsetup
+Contract: every argv builder returns an argv tuple and never a secret. Keys reach cryptsetup
 as a *path* (``--key-file FILE``); a passphrase reaches it on stdin, one line: without
 ``--key-file`` for the new/tested key and with stdin not a terminal, cryptsetup reads the
 passphrase up to the first newline, which is exactly what a human types at the prompt
@@ -9,6 +10,7 @@ during a recovery.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -64,6 +66,33 @@ def test_passphrase(device: str, keyfile: Path | None = None) -> tuple[str, ...]
 def header_backup(device: str, backup: Path) -> tuple[str, ...]:
     """Save the LUKS header (refused by cryptsetup if ``backup`` exists)."""
     return (CRYPTSETUP, "luksHeaderBackup", device, "--header-backup-file", str(backup))
+
+
+def luks_dump(device: str) -> tuple[str, ...]:
+    """The LUKS header in words (no secret: the key slots' metadata only)."""
+    return (CRYPTSETUP, "luksDump", device)
+
+
+_LUKS1_SLOT = re.compile(r"^Key Slot (\d+): ENABLED")
+_LUKS2_SLOT = re.compile(r"^  (\d+): luks2")
+
+
+def parse_keyslots(dump: str) -> list[int]:
+    """Active key slots from :func:`luks_dump`'s output (LUKS2 "Keyslots:" section, or
+    LUKS1 "Key Slot N: ENABLED" lines)."""
+    slots: list[int] = []
+    in_section = False
+    for line in dump.splitlines():
+        luks1 = _LUKS1_SLOT.match(line)
+        if luks1:
+            slots.append(int(luks1.group(1)))
+        if re.match(r"^\S", line):
+            in_section = line.startswith("Keyslots:")
+            continue
+        luks2 = _LUKS2_SLOT.match(line)
+        if in_section and luks2:
+            slots.append(int(luks2.group(1)))
+    return slots
 
 
 def luks_uuid(device: str) -> tuple[str, ...]:

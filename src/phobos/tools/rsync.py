@@ -1,5 +1,6 @@
-"""rsync: the pull argv (pure), ``--stats`` parsing, exit codes, and what the
-target filesystem supports.
+"""rsync: the pull argv (pure), ``--stats`` parsing, exit codes, what the target
+filesystem supports, and the local mirror of a tree with its file listing (a drive-sync
+copy, see :func:`mirror_argv`).
 
 A pull is ``rsync --archive --relative`` of the host's paths into its holding folder:
 the holding tree mirrors the host's absolute paths (``holding/luv/etc/...``) whether or
@@ -62,11 +63,25 @@ EXIT_CODES: dict[int, str] = {
 }
 
 
+#: Where a local mirror (:func:`mirror_argv`, the copy to a drive) reads differently: no
+#: ssh or rrsync is involved, and the one target is the drive.
+MIRROR_EXIT_CODES: dict[int, str] = {
+    11: "file I/O error (drive full?)",
+    12: "error in the data stream",
+    23: "partial transfer due to errors",
+}
+
+
 def explain(code: int) -> str:
     """What rsync's (or ssh's) exit ``code`` means, for error messages."""
     if code < 0:
         return "stopped by a signal"
     return EXIT_CODES.get(code, "an exit code rsync does not document")
+
+
+def explain_mirror(code: int) -> str:
+    """What rsync's exit ``code`` means for a local mirror (:func:`mirror_argv`)."""
+    return MIRROR_EXIT_CODES.get(code) or explain(code)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -250,3 +265,54 @@ def _has_acls(probe: Path) -> bool:
             return True
         raise
     return True
+
+
+# --- mirroring a tree, listing every file (pure) ---------------------------------------------
+
+LIST_FORMAT = "%i|%l|%n"
+
+
+def mirror_argv(source: Path, dest: Path, options: Sequence[str] = ()) -> tuple[str, ...]:
+    """Mirror ``source`` into ``dest``, listing every file considered (changed or not) with
+    its size: ``-ii`` with :data:`LIST_FORMAT`, read by :func:`parse_listing`."""
+    return ("rsync", "-a", "--delete", "--delete-excluded", "-ii",
+            f"--out-format={LIST_FORMAT}", *options, f"{source}/", f"{dest}/")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    kind: str  # rsync's type letter: f file, d directory, L symlink, D device, S special
+    size: int
+
+
+_ESCAPE = re.compile(r"\\#([0-7]{3})")
+
+
+def parse_listing(text: str) -> dict[str, Entry]:
+    """``%i|%l|%n`` lines of rsync ``-ii`` into relative path -> entry (``.`` is the top).
+    Deletions (``*deleting``) and anything else are skipped."""
+    entries: dict[str, Entry] = {}
+    for line in text.splitlines():
+        item, sep, rest = line.partition("|")
+        size, sep2, name = rest.partition("|")
+        if not (sep and sep2) or len(item) != 11 or item.startswith("*"):
+            continue
+        try:
+            length = int(size)
+        except ValueError:
+            continue
+        name = _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), name).rstrip("/")
+        entries[os.path.normpath(name or ".")] = Entry(item[1], length)
+    return entries
+
+
+def copied_bytes(text: str) -> int:
+    """Bytes of files rsync transferred (itemized with '>' in the first column) in a
+    :data:`LIST_FORMAT` listing."""
+    total = 0
+    for line in text.splitlines():
+        item, _, rest = line.partition("|")
+        if item.startswith(">f"):
+            size = rest.partition("|")[0]
+            total += int(size) if size.isdigit() else 0
+    return total

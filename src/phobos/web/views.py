@@ -59,13 +59,13 @@ class Overview:
 
 def status(config: Config, history: History, now: datetime) -> list[dict[str, Any]]:
     """Exactly what ``phobos status --json`` lists under ``jobs``."""
-    from phobos.cli.main import status_entries
+    from phobos.schedule.status import status_entries
 
     return status_entries(config, history, now)
 
 
 def overview(config: Config, history: History, now: datetime) -> Overview:
-    from phobos.notify.led import LedTracker
+    from phobos.notify.led.tracker import LedTracker
 
     live = live_runs(history)
     entries = status(config, history, now)
@@ -84,13 +84,13 @@ def _refresh(live: dict[int, bool], led: Any = None) -> int:
 
 
 def drive_statuses(config: Config) -> list[Any]:
-    from phobos.drives.drive import rotation
+    from phobos.drives.rotation import rotation
 
     return rotation(config, probe_devices=False)
 
 
 def repo_summaries(config: Config, history: History) -> list[dict[str, Any]]:
-    from phobos.repos.repo import summary
+    from phobos.repos.summary import summary
 
     return [summary(config, name, history) for name in sorted(config.repos)]
 
@@ -221,7 +221,7 @@ class DrivesPage:
 
 
 def drives_page(config: Config, events: int = 30) -> DrivesPage:
-    from phobos.drives.drive import load_state
+    from phobos.drives.state import load_state
 
     state = load_state(config)
     recorded = state.get("drives", {})

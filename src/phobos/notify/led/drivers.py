@@ -1,19 +1,56 @@
-"""The LED's ``command`` driver: show a colour by running the user's program.
-
-For setups where another tool drives the light, e.g. the seed's
-``["blinkstick", "--index", "1", "--limit", "50", "--set-color", "{color}"]``.
+"""The LED drivers that need no device protocol of their own: the :class:`LedDriver`
+interface, the full-brightness colour of each state, :class:`FileDriver` (writes the
+state's name to a file, for other tools and for tests) and :class:`CommandDriver` (runs
+the user's program, e.g. the ``blinkstick`` CLI). The BlinkStick's own HID protocol is in
+:mod:`phobos.notify.led.blinkstick`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Protocol
 
 from phobos.core import proc
+from phobos.core.files import write_atomic
 from phobos.core.model import LedState, Outcome
 from phobos.errors import Interrupted, PhobosError
-from phobos.notify.led import COLOURS, LedUnavailable
+from phobos.notify.errors import LedUnavailable
 
 COMMAND_TIMEOUT = 10.0  # seconds: a light that takes longer is broken, not busy
+
+
+class LedDriver(Protocol):
+    """Shows a colour. Raises `LedUnavailable` when it cannot; setting the same state again
+    is harmless (and re-asserts it, e.g. after the stick was replugged)."""
+
+    def set(self, state: LedState) -> None: ...
+
+
+#: Full-brightness colour of each state as (R, G, B); `BlinkStickDriver` dims it by ``limit``.
+COLOURS: Final[dict[LedState, tuple[int, int, int]]] = {
+    LedState.OFF: (0, 0, 0),
+    LedState.BLUE: (0, 0, 255),
+    LedState.YELLOW: (255, 255, 0),
+    LedState.GREEN: (0, 255, 0),
+    LedState.RED: (255, 0, 0),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FileDriver:
+    """Writes the state's name and a newline to ``path`` (atomically), for other tools."""
+
+    path: Path
+
+    def set(self, state: LedState) -> None:
+        """Replace the file's content by ``state``; LedUnavailable if it cannot be written."""
+        try:
+            write_atomic(self.path, f"{state}\n".encode())
+        except OSError as exc:
+            raise LedUnavailable(f"cannot write the LED state to {self.path}: {exc.strerror}",
+                                 hint="check that the directory exists and phobos may write it"
+                                 ) from exc
 
 
 def expand(template: tuple[str, ...], state: LedState) -> list[str]:

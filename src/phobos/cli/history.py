@@ -1,0 +1,43 @@
+"""``phobos history [JOB]``: past runs, newest first."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from phobos.cli.common import (
+    json_flag,
+    load_config,
+    open_history,
+    positive_int,
+    print_json,
+    table,
+    verb,
+    when,
+)
+from phobos.errors import ExitCode
+
+
+def register(verbs: Any) -> None:
+    sub = verb(verbs, "history", "past runs, newest first", cmd_history)
+    sub.add_argument("job", nargs="?", help="only this job")
+    sub.add_argument("--limit", type=positive_int, default=20, help="how many (default 20)")
+    json_flag(sub)
+
+
+def cmd_history(args: argparse.Namespace) -> ExitCode:
+    from phobos.core.model import format_duration
+
+    config = load_config(args)
+    if args.job is not None:
+        config.job(args.job)  # a clear error for an unknown name
+    history = open_history(config)
+    runs = history.runs(args.job, args.limit)
+    history.close()
+    if args.json:
+        print_json({"runs": [r.as_json() for r in runs]})
+        return ExitCode.OK
+    rows = [[str(r.id), r.job, r.trigger, when(r.started), format_duration(r.duration),
+             str(r.outcome), (r.message or "")[:60]] for r in runs]
+    print(table(["RUN", "JOB", "TRIGGER", "STARTED", "TOOK", "OUTCOME", "MESSAGE"], rows))
+    return ExitCode.OK
