@@ -26,6 +26,7 @@ from phobos.core import proc
 from phobos.core.model import Outcome
 from phobos.errors import PhobosError, UsageError
 from phobos.tools import rsync, ssh
+from phobos.tools.errors import HostUnreachable
 from phobos.tools.ssh import Endpoint, HostKey
 
 RRSYNC = "/usr/bin/rrsync"
@@ -137,7 +138,7 @@ def scan(ep: Endpoint) -> list[HostKey]:
     # ssh-keyscan is silent about why; one ssh attempt names the reason.
     probe = _ssh_probe(ep)
     found = ssh.diagnose(probe.tail, ep)
-    if isinstance(found, ssh.HostUnreachable):
+    if isinstance(found, HostUnreachable):
         raise found
     raise ssh.unreachable(ep, "ssh-keyscan received no host key")
 
@@ -321,7 +322,7 @@ def check_host(config: Config, name: str) -> list[Check]:
 def _reach_and_key(ep: Endpoint, checks: _Checks) -> bool:
     try:
         offered = scan(ep)
-    except ssh.HostUnreachable as exc:
+    except HostUnreachable as exc:
         return checks.fail("reachable", exc)
     checks.add("reachable", True, f"sshd answers at {ep.where}")
     old = ssh.pinned(ep.known_hosts, ep.name)

@@ -24,8 +24,8 @@ from phobos.doctor.findings import (
 from phobos.doctor.secrets import passcommand_file
 from phobos.doctor.tools import parse_version
 from phobos.errors import ExitCode, StepFailed
-from phobos.tools import ssh
 from phobos.tools.cryptsetup import parse_keyslots
+from phobos.tools.errors import HostKeyChanged, HostKeyUnknown, HostUnreachable, LoginRefused
 from phobos.unlock.client import Initramfs, default_known_hosts, outcome, unlock_argv
 from phobos.unlock.errors import NotWaiting, UnlockCommandMissing, WrongPassphrase
 from phobos.unlock.initramfs_files import (
@@ -283,17 +283,17 @@ Host key verification failed.""".splitlines()
 
 
 @pytest.mark.parametrize(("lines", "error", "words"), [
-    (CHANGED, ssh.HostKeyChanged, "SHA256:u3x8nq2lBUpGQ0J3zW4c2xq7d1j1Yb8kq9Xr7mVv2s0"),
+    (CHANGED, HostKeyChanged, "SHA256:u3x8nq2lBUpGQ0J3zW4c2xq7d1j1Yb8kq9Xr7mVv2s0"),
     (["No ED25519 host key is known for nas.example.org-initramfs and you have requested "
-      "strict checking.", "Host key verification failed."], ssh.HostKeyUnknown,
+      "strict checking.", "Host key verification failed."], HostKeyUnknown,
      "no host key is pinned"),
-    (["root@nas.example.org: Permission denied (publickey)."], ssh.LoginRefused,
+    (["root@nas.example.org: Permission denied (publickey)."], LoginRefused,
      "refused the login"),
     (["ssh: connect to host nas.example.org port 2222: Connection refused"],
-     ssh.HostUnreachable, "unreachable: Connection refused"),
+     HostUnreachable, "unreachable: Connection refused"),
     (["ssh: Could not resolve hostname nas.example.org: Name or service not known"],
-     ssh.HostUnreachable, "Name or service not known"),
-    (["kex_exchange_identification: read: Connection reset by peer"], ssh.HostUnreachable,
+     HostUnreachable, "Name or service not known"),
+    (["kex_exchange_identification: read: Connection reset by peer"], HostUnreachable,
      "closed before login"),
 ])
 def test_ssh_failures_say_exactly_what_happened(lines: list[str], error: type[Exception],
@@ -301,7 +301,7 @@ def test_ssh_failures_say_exactly_what_happened(lines: list[str], error: type[Ex
     with pytest.raises(error, match=words) as caught:
         outcome(_target(), 255, lines)
     hint = getattr(caught.value, "hint", "") or ""
-    if error in (ssh.HostKeyChanged, ssh.HostKeyUnknown):
+    if error in (HostKeyChanged, HostKeyUnknown):
         assert "--pin --fingerprint" in hint and "doctor --initramfs" in hint
 
 

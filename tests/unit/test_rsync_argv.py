@@ -13,6 +13,13 @@ from pathlib import Path
 import pytest
 
 from phobos.tools import rsync, ssh
+from phobos.tools.errors import (
+    HostKeyChanged,
+    HostKeyUnknown,
+    HostUnreachable,
+    LoginRefused,
+    SshFailure,
+)
 from phobos.tools.rsync import Pull, pull_argv, remote_sources
 from phobos.tools.ssh import Endpoint, HostKey
 
@@ -267,7 +274,7 @@ def _tail(text: str) -> list[str]:
 
 def test_changed_key_names_the_new_fingerprint_and_the_rekey_command() -> None:
     error = ssh.diagnose(_tail(CHANGED), EP)
-    assert isinstance(error, ssh.HostKeyChanged)
+    assert isinstance(error, HostKeyChanged)
     assert "has CHANGED" in error.message
     assert "SHA256:YbVAuE0BPO9gPBz4ndK85eLDcuno+WPVUQ2FzM2pfwo" in error.message
     assert error.hint is not None and "phobos host rekey luv" in error.hint
@@ -276,20 +283,20 @@ def test_changed_key_names_the_new_fingerprint_and_the_rekey_command() -> None:
 
 @pytest.mark.parametrize(("stderr", "kind", "words"), [
     ("No ED25519 host key is known for luv and you have requested strict checking.\n"
-     "Host key verification failed.", ssh.HostKeyUnknown, "no host key is pinned"),
-    ("root@10.0.0.2: Permission denied (publickey).", ssh.LoginRefused, "refused"),
+     "Host key verification failed.", HostKeyUnknown, "no host key is pinned"),
+    ("root@10.0.0.2: Permission denied (publickey).", LoginRefused, "refused"),
     ("ssh: connect to host luv.example.org port 22: Connection refused",
-     ssh.HostUnreachable, "unreachable: Connection refused"),
+     HostUnreachable, "unreachable: Connection refused"),
     ("ssh: connect to host 10.231.77.2 port 22: Network is unreachable",
-     ssh.HostUnreachable, "unreachable: Network is unreachable"),
+     HostUnreachable, "unreachable: Network is unreachable"),
     ("ssh: connect to host 10.0.0.9 port 22: Connection timed out",
-     ssh.HostUnreachable, "Connection timed out"),
+     HostUnreachable, "Connection timed out"),
     ("ssh: Could not resolve hostname luv.example.org: Name or service not known",
-     ssh.HostUnreachable, "Name or service not known"),
+     HostUnreachable, "Name or service not known"),
     ("kex_exchange_identification: Connection closed by remote host",
-     ssh.HostUnreachable, "closed before login"),
+     HostUnreachable, "closed before login"),
 ])
-def test_diagnose(stderr: str, kind: type[ssh.SshFailure], words: str) -> None:
+def test_diagnose(stderr: str, kind: type[SshFailure], words: str) -> None:
     error = ssh.diagnose(_tail(stderr), EP)
     assert isinstance(error, kind)
     assert words in error.message

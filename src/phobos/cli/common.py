@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 from phobos.errors import ExitCode, UsageError
 
-Handler = Callable[[argparse.Namespace], int]  # TODO(lead): ExitCode once every verb returns one
+Handler = Callable[[argparse.Namespace], ExitCode]
 
 
 def verb(parent: Any, name: str, help_text: str, handler: Handler) -> argparse.ArgumentParser:
@@ -113,3 +114,11 @@ def this_program() -> Path:
         return Path(os.path.abspath(found))
     raise UsageError("cannot tell which phobos program the units should run",
                      "set `executable` in the [systemd] table of the config")
+
+
+def exit_codes_epilog(sub: argparse.ArgumentParser, text: str) -> None:
+    """The exit-code table as written; the description wrapped by hand (the raw
+    formatter keeps the table's layout, and would not wrap the description either)."""
+    sub.epilog = text
+    sub.description = textwrap.fill(sub.description or "", 79)
+    sub.formatter_class = argparse.RawDescriptionHelpFormatter

@@ -1,20 +1,15 @@
-"""`phobos doctor` (check this machine, or its remote-unlock setup) and `phobos unlock
-HOST` (unlock the NAS at boot from an admin's machine). Output only; the work is in
-:mod:`phobos.doctor` and :mod:`phobos.unlock`."""
+"""`phobos doctor`: check this machine (or, with --initramfs, its remote-unlock setup) and
+say what is wrong and how to fix it. Output only; the work is in :mod:`phobos.doctor`."""
 
 from __future__ import annotations
 
 import argparse
-import getpass
-import sys
-import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from phobos.cli.common import decide_pin, json_flag, print_json, verb
-from phobos.errors import UsageError
-from phobos.unlock.defaults import DEFAULT_PORT
+from phobos.cli.common import exit_codes_epilog, json_flag, print_json, verb
+from phobos.errors import ExitCode, UsageError
 
 DOCTOR_EXIT_CODES = """exit codes:
   0   nothing is wrong (warnings, if any, are printed but pass)
@@ -22,20 +17,12 @@ DOCTOR_EXIT_CODES = """exit codes:
   2   bad command line
 """
 
-UNLOCK_EXIT_CODES = """exit codes:
-  0   unlocked (or nothing was left to unlock)
-  1   not unlocked: unreachable, host key not pinned or changed, login refused,
-      wrong passphrase, no cryptroot-unlock (the message says which)
-  2   bad command line, or no way to ask for the passphrase
-"""
-
-
 def register(verbs: Any) -> None:
-    """Add the `doctor` and `unlock` verbs to the top-level parser's ``verbs``."""
+    """Add the `doctor` verb to the top-level parser's ``verbs``."""
     doctor = verb(verbs, "doctor", "check this machine: tools, config, key and "
                   "passphrase files, Borg key export, drives, units, namespace, LED, "
                   "notifiers, clock; say what is wrong and how to fix it", cmd_doctor)
-    _epilog(doctor, DOCTOR_EXIT_CODES)
+    exit_codes_epilog(doctor, DOCTOR_EXIT_CODES)
     doctor.add_argument("--initramfs", action="store_true",
                         help="check the remote-unlock setup instead (dropbear-initramfs, "
                         "authorized_keys, host keys, DROPBEAR_OPTIONS, network in the "
@@ -47,76 +34,9 @@ def register(verbs: Any) -> None:
     doctor.add_argument("--no-network", action="store_true",
                         help="do not try to connect to the SMTP server")
     json_flag(doctor)
-    _add_unlock(verbs)
 
 
-def _epilog(sub: argparse.ArgumentParser, text: str) -> None:
-    """The exit-code table as written; the description wrapped by hand (the raw
-    formatter keeps the table's layout, and would not wrap the description either)."""
-    sub.epilog = text
-    sub.description = textwrap.fill(sub.description or "", 79)
-    sub.formatter_class = argparse.RawDescriptionHelpFormatter
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError("must be 1-65535")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
-    return value
-
-
-def _add_unlock(verbs: Any) -> None:
-    sub: argparse.ArgumentParser = verb(
-        verbs, "unlock", "unlock the NAS's encrypted disks at boot from this machine: ssh "
-        "to its initramfs (dropbear), run cryptroot-unlock and send the passphrase on "
-        "stdin (never on a command line); --pin first pins the initramfs's own host key",
-        cmd_unlock)
-    _epilog(sub, UNLOCK_EXIT_CODES)
-    sub.add_argument("host", help="the NAS's address (DNS name or IP) during boot")
-    sub.add_argument("--port", type=_port, default=DEFAULT_PORT,
-                     help="dropbear's port (-p in DROPBEAR_OPTIONS; "
-                     f"default {DEFAULT_PORT})")
-    sub.add_argument("--user", default="root", help="login (default root)")
-    sub.add_argument("--known-hosts", type=Path, metavar="FILE",
-                     help="where the initramfs's host key is pinned (default "
-                     "~/.config/phobos/initramfs_known_hosts)")
-    sub.add_argument("--alias", metavar="NAME",
-                     help="the name its key is pinned under (default HOST-initramfs)")
-    sub.add_argument("--identity", type=Path, metavar="KEY",
-                     help="ssh private key (default: ssh's own choice and the agent)")
-    sub.add_argument("--passphrase-command", metavar="CMD",
-                     help="run CMD (no shell) and use the first line it prints, e.g. "
-                     "'pass show nas/luks'; default: ask on the terminal")
-    sub.add_argument("--timeout", type=_seconds, default=120.0, metavar="SECONDS",
-                     help="give up after this many seconds (default 120)")
-    sub.add_argument("--pin", action="store_true",
-                     help="only pin the host key the initramfs offers (after showing it); "
-                     "run while the NAS waits for its passphrase")
-    sub.add_argument("--yes", action="store_true",
-                     help="with --pin: pin without asking (check the fingerprint first!)")
-    sub.add_argument("--fingerprint", metavar="SHA256:...",
-                     help="with --pin: pin only if the initramfs offers this key "
-                     "(`phobos doctor --initramfs` on the NAS prints it)")
-    json_flag(sub)
-
-
-# --- doctor -------------------------------------------------------------------------------
-
-
-def cmd_doctor(args: argparse.Namespace) -> int:
+def cmd_doctor(args: argparse.Namespace) -> ExitCode:
     from phobos.config.load import config_path
     from phobos.doctor.findings import counts, exit_code, guarded
 
@@ -136,7 +56,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         source = config_path(args.config)
         findings = check_machine(source, opts)
         subject = f"this machine, config {source}"
-    code = int(exit_code(findings, strict=args.strict))
+    code = exit_code(findings, strict=args.strict)
     if args.json:
         print_json({"subject": subject, "exit_code": code,
                      "counts": counts(findings),
@@ -186,93 +106,3 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" + ("" if count == 1 else "s")
 
 
-# --- unlock -------------------------------------------------------------------------------
-
-
-def _target(args: argparse.Namespace) -> Any:
-    from phobos.unlock.client import Initramfs, default_known_hosts
-
-    return Initramfs(host=args.host, port=args.port, user=args.user,
-                     known_hosts=args.known_hosts or default_known_hosts(),
-                     identity=args.identity, alias=args.alias or "")
-
-
-def cmd_unlock(args: argparse.Namespace) -> int:
-    from phobos.unlock.client import require_pinned, unlock
-
-    target = _target(args)
-    if args.pin:
-        return _pin(args, target)
-    if args.yes or args.fingerprint:
-        raise UsageError("--yes and --fingerprint go with --pin")
-    require_pinned(target)
-    passphrase = _passphrase(args, target)
-
-    def echo(line: str) -> None:
-        print(f"{target.host}: {line}", file=sys.stderr)
-
-    result = unlock(target, passphrase, echo=None if args.json else echo,
-                           timeout=args.timeout)
-    if args.json:
-        print_json(result.as_json())
-    elif result.nothing_left:
-        print(f"{target.host}: nothing was waiting to be unlocked (already unlocked?)")
-    else:
-        print(f"{target.host}: unlocked {', '.join(result.unlocked)}; the NAS boots on")
-    return 0
-
-
-def _passphrase(args: argparse.Namespace, target: Any) -> str:
-    """From --passphrase-command, or asked on the terminal (never echoed, never logged)."""
-    from phobos.unlock.client import passphrase_from_command
-
-    if args.passphrase_command:
-        return passphrase_from_command(args.passphrase_command)
-    if not sys.stdin.isatty():
-        raise UsageError("no terminal to ask for the passphrase on",
-                         "give --passphrase-command CMD (its first output line is used)")
-    return getpass.getpass(f"Passphrase for {target.host} (sent to its initramfs): ")
-
-
-def _pin(args: argparse.Namespace, target: Any) -> int:
-    from phobos.unlock.pinning import pin
-
-    result = pin(target, _confirmer(args, target))
-    if args.json:
-        print_json(result.as_json())
-    elif result.changed:
-        shown = ", ".join(k.describe() for k in result.offered)
-        print(f"pinned the initramfs host key of {target.host} as {target.alias} in "
-              f"{target.known_hosts}: {shown}")
-    else:
-        print(f"the initramfs of {target.host} still offers the pinned key; nothing changed")
-    return 0
-
-
-def _confirmer(args: argparse.Namespace, target: Any) -> Any:
-    """--fingerprint must match, --yes accepts, else ask on a terminal (shown on stderr)."""
-    from phobos.tools.ssh import HostKey
-
-    def confirm(new: Sequence[HostKey], old: Sequence[HostKey]) -> bool:
-        err = sys.stderr
-        if old:
-            print(f"The initramfs host key of {target.host} has CHANGED. Pinned:", file=err)
-            for key in old:
-                print(f"  {key.describe()}", file=err)
-            print("It now offers:", file=err)
-        else:
-            print(f"The initramfs of {target.host} ({target.where}) offers:", file=err)
-        for key in new:
-            print(f"  {key.describe()}", file=err)
-        print("Compare with `phobos doctor --initramfs` run on the NAS itself.", file=err)
-        return decide_pin(
-            args, {k.fingerprint for k in new},
-            missing=f"the initramfs of {target.host} does not offer "
-            f"{args.fingerprint}; nothing was pinned",
-            missing_hint="someone may be in between, or the fingerprint is of "
-            "another key (the system's, not the initramfs's)",
-            no_tty_hint="add --fingerprint SHA256:... (from `phobos doctor "
-            "--initramfs` on the NAS) or --yes",
-            question=f"Pin this key for the initramfs of {target.host}?")
-
-    return confirm

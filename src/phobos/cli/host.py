@@ -104,11 +104,11 @@ def _show_keys(name: str, new: Sequence[Any], old: Sequence[Any]) -> None:
 # --- verbs ----------------------------------------------------------------------------------
 
 
-def cmd_host_help(args: argparse.Namespace) -> int:  # pragma: no cover - argparse requires
-    return int(ExitCode.USAGE)
+def cmd_host_help(args: argparse.Namespace) -> ExitCode:  # pragma: no cover - argparse requires
+    return ExitCode.USAGE
 
 
-def cmd_host_add(args: argparse.Namespace) -> int:
+def cmd_host_add(args: argparse.Namespace) -> ExitCode:
     from phobos import hosts
     config = load_config(args)
     request = hosts.AddRequest(name=args.name, address=args.address, port=args.port,
@@ -116,7 +116,7 @@ def cmd_host_add(args: argparse.Namespace) -> int:
     result = hosts.add(config, request, _confirmer(args))
     if args.json:
         print_json(result.as_json())
-        return 0
+        return ExitCode.OK
     key = result.pull_key
     print(f"pull key: {key.path}" + (" (created)" if key.created else " (reused)"))
     pinned = "pinned" if result.newly_pinned else "already pinned"
@@ -129,10 +129,10 @@ def cmd_host_add(args: argparse.Namespace) -> int:
     print(f"Add this to {config.source} (phobos does not edit it):\n")
     print(result.snippet)
     print(f"Then check with: phobos host test {args.name}")
-    return 0
+    return ExitCode.OK
 
 
-def cmd_host_test(args: argparse.Namespace) -> int:
+def cmd_host_test(args: argparse.Namespace) -> ExitCode:
     from phobos import hosts
     config = load_config(args)
     checks = hosts.check_host(config, args.name)
@@ -145,10 +145,10 @@ def cmd_host_test(args: argparse.Namespace) -> int:
         for check in checks:
             if not check.ok and check.hint:
                 print(f"hint ({check.name}): {check.hint}")
-    return 0 if ok else int(ExitCode.FAILED)
+    return ExitCode.OK if ok else ExitCode.FAILED
 
 
-def cmd_host_rekey(args: argparse.Namespace) -> int:
+def cmd_host_rekey(args: argparse.Namespace) -> ExitCode:
     from phobos import hosts
     config = load_config(args)
     result = hosts.rekey(config, args.name, _confirmer(args))
@@ -159,4 +159,4 @@ def cmd_host_rekey(args: argparse.Namespace) -> int:
         print(f"{args.name}: pinned the new host key {shown}")
     else:
         print(f"{args.name}: the host key still matches the pinned one; nothing changed")
-    return 0
+    return ExitCode.OK

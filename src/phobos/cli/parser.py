@@ -16,15 +16,18 @@ from phobos.cli import (
     drive,
     history,
     host,
+    led,
     locks,
     log,
     notify,
+    ns,
     overdue,
     repo,
     run,
     schedule,
     status,
     systemd,
+    unlock,
     web,
 )
 
@@ -52,6 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
                    calendar, demo):
         module.register(verbs)
     completion.register(verbs, root=parser)
-    for module in (host, drive, repo, notify, systemd, web, doctor):
+    for module in (host, ns, drive, repo, led, notify, systemd, web, doctor, unlock):
         module.register(verbs)
     return parser

@@ -11,43 +11,38 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from phobos.cli.common import json_flag as _json
-from phobos.cli.common import load_config as _load
-from phobos.cli.common import no_action as _no_action
-from phobos.cli.common import print_json as _print_json
-from phobos.cli.common import say as _echo
-from phobos.cli.common import verb
-from phobos.cli.common import when as _when
+from phobos.cli.common import json_flag, load_config, no_action, print_json, say, verb, when
+from phobos.errors import ExitCode
 
 
 def register(verbs: Any) -> None:
     """Add ``repo`` and its actions to the top-level subparsers."""
     sub = verb(verbs, "repo", "Borg repositories: init, info, list, key-export, drill",
-               _no_action)
+               no_action)
     actions = sub.add_subparsers(dest="action", metavar="ACTION", required=True)
-    _action(actions, "init", "create the repository (encryption from the config)", cmd_init)
-    info = _action(actions, "info", "repository details, last archive, check coverage",
-                   cmd_info)
-    _json(info)
-    listing = _action(actions, "list", "configured repositories, or one's archives", cmd_list,
-                      name_optional=True)
-    _json(listing)
-    export = _action(actions, "key-export", "export the repository key to FILE (keep it "
-                     "off the NAS)", cmd_key_export)
+    _repo_action(actions, "init", "create the repository (encryption from the config)", cmd_init)
+    info = _repo_action(actions, "info", "repository details, last archive, check coverage",
+                        cmd_info)
+    json_flag(info)
+    listing = _repo_action(actions, "list", "configured repositories, or one's archives", cmd_list,
+                           name_optional=True)
+    json_flag(listing)
+    export = _repo_action(actions, "key-export", "export the repository key to FILE (keep it "
+                          "off the NAS)", cmd_key_export)
     export.add_argument("file", type=Path, help="where to write the key")
     export.add_argument("--paper", action="store_true", help="printable text form")
-    drill = _action(actions, "drill", "restore a sample of files and compare with the "
-                    "sources", cmd_drill)
+    drill = _repo_action(actions, "drill", "restore a sample of files and compare with the "
+                         "sources", cmd_drill)
     drill.add_argument("--sample", type=int, default=20, help="files to restore (default 20)")
     drill.add_argument("--max-bytes", type=int, default=256 * 1024 * 1024,
                        help="at most this many bytes restored (default 256 MiB)")
     drill.add_argument("--archives-of", metavar="JOB",
                        help="drill the latest archive of this archive job")
-    _json(drill)
+    json_flag(drill)
 
 
-def _action(actions: Any, name: str, help_text: str, handler: Any,
-            name_optional: bool = False) -> argparse.ArgumentParser:
+def _repo_action(actions: Any, name: str, help_text: str, handler: Any,
+                 name_optional: bool = False) -> argparse.ArgumentParser:
     parser = verb(actions, name, help_text, handler)
     parser.add_argument("name", nargs="?" if name_optional else None,
                         help="repository name ([repos.NAME] in the config)")
@@ -61,19 +56,19 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from phobos.repos.borg_locks import guarded
     from phobos.repos.repo import Repo, direct_runner, repo_config
 
-    config = _load(args)
+    config = load_config(args)
     repo_config(config, args.name)
     # With [storage] device the repository exists only inside the backup namespace; this
     # process joins it, as `phobos run` does for jobs.
-    namespace.enter_for_job(config, [Resource(name=f"repo:{args.name}")], _echo)
+    namespace.enter_for_job(config, [Resource(name=f"repo:{args.name}")], say)
     repo = Repo.open(config, args.name)
-    return config, repo, guarded(direct_runner(_echo), repo, _echo)
+    return config, repo, guarded(direct_runner(say), repo, say)
 
 
 # --- verbs --------------------------------------------------------------------------
 
 
-def cmd_init(args: argparse.Namespace) -> int:
+def cmd_init(args: argparse.Namespace) -> ExitCode:
     from phobos.repos.operations import init
     from phobos.repos.resources import cli_lock
 
@@ -83,10 +78,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"repository {args.name} initialized at {repo.config.path} "
           f"({repo.config.encryption}); export its key now: "
           f"phobos repo key-export {args.name} FILE")
-    return 0
+    return ExitCode.OK
 
 
-def cmd_info(args: argparse.Namespace) -> int:
+def cmd_info(args: argparse.Namespace) -> ExitCode:
     from phobos.core.history import History
     from phobos.repos.operations import info
     from phobos.repos.resources import cli_lock
@@ -101,10 +96,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     finally:
         history.close()
     if args.json:
-        _print_json({"repo": known, "borg": borg_info})
-        return 0
+        print_json({"repo": known, "borg": borg_info})
+        return ExitCode.OK
     _print_info(known, borg_info)
-    return 0
+    return ExitCode.OK
 
 
 def _print_info(known: dict[str, Any], borg_info: dict[str, Any]) -> None:
@@ -129,7 +124,7 @@ def _summary_lines(known: dict[str, Any]) -> list[str]:
     last = known.get("last_archive")
     if last:
         lines.append(f"last archive: {last.get('archive')} by job {last['job']} "
-                     f"({_when(last['started'])}, {last.get('nfiles', '?')} files, "
+                     f"({when(last['started'])}, {last.get('nfiles', '?')} files, "
                      f"{human_size(last.get('deduplicated_size', 0))} new)")
     check = known.get("last_check")
     if known.get("check_position") is not None:
@@ -137,13 +132,13 @@ def _summary_lines(known: dict[str, Any]) -> list[str]:
                      f"(up to segment {known['check_position']})")
     if check:
         full = check.get("last_full_pass")
-        lines.append(f"last check: {_when(check['started'])} by job {check['job']}; "
-                     f"last full pass completed: {_when(full) if full else 'never'}")
+        lines.append(f"last check: {when(check['started'])} by job {check['job']}; "
+                     f"last full pass completed: {when(full) if full else 'never'}")
     lines += [f"Borg lock: {text}" for text in known.get("borg_locks", [])]
     return lines
 
 
-def cmd_list(args: argparse.Namespace) -> int:
+def cmd_list(args: argparse.Namespace) -> ExitCode:
     if args.name is None:
         return _list_repos(args)
     from phobos.repos.operations import archives
@@ -153,39 +148,39 @@ def cmd_list(args: argparse.Namespace) -> int:
     with cli_lock(config, args.name, write=False, what="list"):
         found = archives(repo, run)
     if args.json:
-        _print_json({"repo": args.name, "archives": found})
-        return 0
+        print_json({"repo": args.name, "archives": found})
+        return ExitCode.OK
     for archive in found:
         print(f"{archive['name']:<48} {archive['time']}  {archive['id'][:12]}")
-    return 0
+    return ExitCode.OK
 
 
-def _list_repos(args: argparse.Namespace) -> int:
+def _list_repos(args: argparse.Namespace) -> ExitCode:
     from phobos import namespace
     from phobos.core.history import History
     from phobos.core.locks import Resource
     from phobos.repos.summary import summary
 
-    config = _load(args)
+    config = load_config(args)
     namespace.enter_for_job(config, [Resource(name=f"repo:{name}") for name in config.repos],
-                            _echo)
+                            say)
     history = History.open(config.paths.state)
     try:
         known = [summary(config, name, history) for name in sorted(config.repos)]
     finally:
         history.close()
     if args.json:
-        _print_json({"repos": known})
-        return 0
+        print_json({"repos": known})
+        return ExitCode.OK
     for entry in known:
         state = "" if entry["initialized"] else " (not initialized: phobos repo init)"
         print(f"{entry['name']}: {entry['path']}{state}")
         for line in _summary_lines(entry):
             print(f"  {line}")
-    return 0
+    return ExitCode.OK
 
 
-def cmd_key_export(args: argparse.Namespace) -> int:
+def cmd_key_export(args: argparse.Namespace) -> ExitCode:
     from phobos.repos.key_exports import record_key_export
     from phobos.repos.operations import key_export
     from phobos.repos.resources import cli_lock
@@ -195,10 +190,10 @@ def cmd_key_export(args: argparse.Namespace) -> int:
         key_export(repo, run, args.file.resolve(), paper=args.paper)
     record_key_export(config, args.name, args.file.resolve(), paper=args.paper)
     print(f"key of {args.name} written to {args.file}; keep it somewhere other than the NAS")
-    return 0
+    return ExitCode.OK
 
 
-def cmd_drill(args: argparse.Namespace) -> int:
+def cmd_drill(args: argparse.Namespace) -> ExitCode:
     from phobos.errors import UsageError
     from phobos.jobs.drill import archives_glob
     from phobos.repos.drill import drill, drill_failure
@@ -211,7 +206,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
         report = drill(repo, run, sample=args.sample, max_bytes=args.max_bytes,
                        glob=archives_glob(config, args.archives_of))
     if args.json:
-        _print_json(report.as_stats())
+        print_json(report.as_stats())
     else:
         print(f"drill of {report.archive}: {report.files_checked} files compared, "
               f"{len(report.mismatches)} mismatches, {report.skipped_changed} changed and "
@@ -222,4 +217,4 @@ def cmd_drill(args: argparse.Namespace) -> int:
     error = drill_failure(report)
     if error is not None:
         raise error
-    return 0
+    return ExitCode.OK

@@ -50,11 +50,11 @@ def _root(args: argparse.Namespace) -> Path:
     return root
 
 
-def cmd_systemd_help(args: argparse.Namespace) -> int:  # pragma: no cover - argparse requires
-    return int(ExitCode.USAGE)
+def cmd_systemd_help(args: argparse.Namespace) -> ExitCode:  # pragma: no cover - argparse requires
+    return ExitCode.USAGE
 
 
-def cmd_systemd_render(args: argparse.Namespace) -> int:
+def cmd_systemd_render(args: argparse.Namespace) -> ExitCode:
     from phobos.systemd.units import render
 
     config = load_config(args)
@@ -63,15 +63,15 @@ def cmd_systemd_render(args: argparse.Namespace) -> int:
         for index, (name, text) in enumerate(files.items()):
             print(("\n" if index else "") + f"### {name}")
             print(text, end="")
-        return 0
+        return ExitCode.OK
     args.dir.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         (args.dir / name).write_text(text, encoding="utf-8")
         print(args.dir / name)
-    return 0
+    return ExitCode.OK
 
 
-def cmd_systemd_install(args: argparse.Namespace) -> int:
+def cmd_systemd_install(args: argparse.Namespace) -> ExitCode:
     from phobos.systemd.install import install
 
     config = load_config(args)
@@ -90,7 +90,7 @@ def cmd_systemd_install(args: argparse.Namespace) -> int:
     if not report.live:
         print("systemd is not running here: units were enabled offline; they start at "
               "the next boot")
-    return 0
+    return ExitCode.OK
 
 
 def _under_root(args: argparse.Namespace, path: Path) -> Path:
@@ -103,7 +103,7 @@ def _print_kept(kept: tuple[str, ...]) -> None:
               "remove it by hand", file=sys.stderr)
 
 
-def cmd_systemd_uninstall(args: argparse.Namespace) -> int:
+def cmd_systemd_uninstall(args: argparse.Namespace) -> ExitCode:
     from phobos.systemd.install import uninstall
 
     config = load_config(args)
@@ -113,10 +113,10 @@ def cmd_systemd_uninstall(args: argparse.Namespace) -> int:
     _print_kept(report.kept)
     if not report.removed and not report.kept:
         print("nothing installed by phobos")
-    return int(ExitCode.FAILED) if report.kept else 0
+    return ExitCode.FAILED if report.kept else ExitCode.OK
 
 
-def cmd_systemd_list(args: argparse.Namespace) -> int:
+def cmd_systemd_list(args: argparse.Namespace) -> ExitCode:
     from phobos.systemd.install import listing
 
     config = load_config(args)
@@ -124,9 +124,9 @@ def cmd_systemd_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"files": [{"path": r.path, "unit": r.unit, "state": r.state}
                               for r in rows]})
-        return 0
+        return ExitCode.OK
     if not rows:
         print("no units installed by phobos (`phobos systemd install` installs them)")
-        return 0
+        return ExitCode.OK
     print(table(["UNIT", "STATE", "PATH"], [[r.unit or "-", r.state, r.path] for r in rows]))
-    return 0
+    return ExitCode.OK

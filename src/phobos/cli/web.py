@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from phobos.cli.common import verb
-from phobos.errors import PhobosError, UsageError
+from phobos.errors import ExitCode, PhobosError, UsageError
 
 MIN_TOKEN = 16
 
@@ -51,7 +51,7 @@ def read_token(path: Path) -> str:
     return text
 
 
-def cmd_web(args: argparse.Namespace) -> int:
+def cmd_web(args: argparse.Namespace) -> ExitCode:
     from phobos.config.load import config_path, load
     from phobos.config.tables import WebConfig
     from phobos.web.address import parse_listen
@@ -85,7 +85,7 @@ def _bind(shown: str, host: str, port: int) -> socket.socket:
     return sock
 
 
-def _serve(config: Any, token: str | None, sock: socket.socket, shown: str) -> int:
+def _serve(config: Any, token: str | None, sock: socket.socket, shown: str) -> ExitCode:
     import uvicorn
 
     from phobos.web.app import create_app
@@ -101,4 +101,4 @@ def _serve(config: Any, token: str | None, sock: socket.socket, shown: str) -> i
         server.run(sockets=[sock])
     finally:
         sock.close()
-    return 0
+    return ExitCode.OK

@@ -23,7 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from phobos.core.files import write_atomic
-from phobos.errors import StepFailed
+from phobos.tools.errors import (
+    HostKeyChanged,
+    HostKeyUnknown,
+    HostUnreachable,
+    LoginRefused,
+    SshFailure,
+)
 
 PULL_KEY = "pull_ed25519"
 KNOWN_HOSTS = "known_hosts"
@@ -191,26 +197,6 @@ def _names(line: str, alias: str) -> bool:
 
 
 # --- why a connection failed -------------------------------------------------------------
-
-
-class SshFailure(StepFailed):
-    """ssh could not connect, verify the host or log in (ssh exit code 255)."""
-
-
-class HostKeyChanged(SshFailure):
-    """The host offered a key other than the pinned one."""
-
-
-class HostKeyUnknown(SshFailure):
-    """No key is pinned for the host."""
-
-
-class LoginRefused(SshFailure):
-    """The host refused phobos's key."""
-
-
-class HostUnreachable(SshFailure):
-    """No ssh server answered at the address."""
 
 
 _CONNECT = re.compile(r"ssh: connect to host \S+ port \d+: (?P<reason>.+)$")

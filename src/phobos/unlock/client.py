@@ -28,6 +28,7 @@ from typing import Any
 from phobos.core import proc
 from phobos.errors import StepFailed, UsageError
 from phobos.tools import ssh
+from phobos.tools.errors import HostKeyChanged, HostKeyUnknown, HostUnreachable, LoginRefused
 from phobos.tools.ssh import HostKey
 from phobos.unlock.defaults import DEFAULT_PORT
 from phobos.unlock.errors import NotWaiting, UnlockCommandMissing, WrongPassphrase
@@ -214,7 +215,7 @@ def ssh_failure(target: Initramfs, lines: Sequence[str]) -> StepFailed:
     if "Host key verification failed" in text:
         return key_unknown(target)
     if "Permission denied" in text:
-        return ssh.LoginRefused(
+        return LoginRefused(
             f"the initramfs of {target.host} ({target.where}) refused the login as "
             f"{target.user}" + (f" with {target.identity}" if target.identity else ""),
             f"add your public key to /{NEW_DIR}/authorized_keys on the NAS, "
@@ -229,9 +230,9 @@ def ssh_failure(target: Initramfs, lines: Sequence[str]) -> StepFailed:
                       "run the same with ssh -v to see more")
 
 
-def unreachable(target: Initramfs, reason: str) -> ssh.HostUnreachable:
+def unreachable(target: Initramfs, reason: str) -> HostUnreachable:
     """The typed error for an initramfs that cannot be reached (``reason`` says why)."""
-    return ssh.HostUnreachable(
+    return HostUnreachable(
         f"the initramfs of {target.host} ({target.where}) is unreachable: {reason}",
         "is the NAS booting and waiting for its passphrase? does the initramfs get a "
         "network (`phobos doctor --initramfs` on the NAS checks ip=)? does dropbear "
@@ -245,19 +246,19 @@ def _pin_hint(target: Initramfs) -> str:
             f"system's): phobos unlock {target.host}{port} --pin --fingerprint SHA256:...")
 
 
-def key_unknown(target: Initramfs) -> ssh.HostKeyUnknown:
+def key_unknown(target: Initramfs) -> HostKeyUnknown:
     """The typed error for an initramfs whose host key was never pinned."""
-    return ssh.HostKeyUnknown(
+    return HostKeyUnknown(
         f"no host key is pinned for the initramfs of {target.host} (alias "
         f"{target.alias} in {target.known_hosts}), so phobos will not send it a passphrase",
         _pin_hint(target))
 
 
 def key_changed(target: Initramfs, old: Sequence[HostKey],
-                offered: str | None) -> ssh.HostKeyChanged:
+                offered: str | None) -> HostKeyChanged:
     """The typed error for an initramfs offering a key other than the pinned ``old``."""
     was = ", ".join(k.describe() for k in old) or "(none readable)"
-    return ssh.HostKeyChanged(
+    return HostKeyChanged(
         f"the initramfs of {target.host} ({target.where}) offers host key "
         f"{offered or 'a different key'}, not the pinned {was}: phobos refuses to send "
         "the passphrase. Either the NAS is already up and this is its normal sshd, the "
