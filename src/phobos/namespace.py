@@ -50,11 +50,11 @@ from pathlib import Path
 from typing import NoReturn
 
 from phobos.config.model import Config
-from phobos.core import proc
 from phobos.core.files import write_atomic
 from phobos.core.locks import Resource
+from phobos.core.proc import Log, StepRunner, direct_runner
 from phobos.core.step import Step
-from phobos.errors import PhobosError, StepFailed, UsageError
+from phobos.errors import PhobosError, UsageError
 from phobos.tools import mount as mnt
 from phobos.tools.mount import MountEntry
 
@@ -63,30 +63,6 @@ NS_DIR = "ns"
 # Set to "private" by systemd units whose jobs mount the storage in the unit's own mount
 # namespace instead of joining the backup namespace (see mount_storage_privately).
 STORAGE_MOUNT_ENV = "PHOBOS_STORAGE_MOUNT"
-
-StepRunner = Callable[[Step], proc.Result]
-Log = Callable[[str], None]
-
-
-def direct_runner(log: Log | None = None) -> StepRunner:
-    """Run steps straight through :func:`proc.run` (CLI verbs, and cleanup that must run
-    even after a job's deadline); output lines go to ``log``. Failures raise StepFailed
-    naming the step."""
-
-    def run(step: Step) -> proc.Result:
-        if log is not None:
-            log(f"step {step.name}: {' '.join(step.argv)}")
-        sink = None if log is None else (lambda _stream, line: log(line))
-        try:
-            return proc.run(step.argv, env=step.env, secrets=step.secrets,
-                            ok_codes=step.ok_codes, warn_codes=step.warn_codes,
-                            timeout=step.timeout, sink=sink, capture=step.capture,
-                            cwd=step.cwd, stdin_data=step.stdin, explain=step.explain)
-        except StepFailed as exc:
-            raise StepFailed(f"step {step.name}: {exc.message}", exc.hint) from None
-
-    return run
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Namespace:

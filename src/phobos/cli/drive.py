@@ -74,10 +74,10 @@ def _add_drive_misc(actions: Any) -> None:
 
 
 def cmd_drive_init(args: argparse.Namespace) -> ExitCode:
+    from phobos.core.proc import direct_runner
     from phobos.drives.devices import inspect_device
     from phobos.drives.init import InitRequest, init_drive, refuse_unsafe, snippet
     from phobos.drives.sheet import render_sheet
-    from phobos.namespace import direct_runner
 
     config = load_config(args)
     if not _NAME.match(args.name):

@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from phobos.cli.common import json_flag, load_config, no_action, print_json, say, verb
+from phobos.core.proc import direct_runner
 from phobos.errors import ExitCode, UsageError
 
 
@@ -35,7 +36,7 @@ def cmd_ns_create(args: argparse.Namespace) -> ExitCode:
     from phobos import namespace
 
     config = load_config(args)
-    ns = namespace.create(config, namespace.direct_runner(say))
+    ns = namespace.create(config, direct_runner(say))
     print(f"backup namespace ready: {ns.file} (mnt:[{namespace.recorded_id(ns)}])")
     return ExitCode.OK
 
@@ -89,7 +90,7 @@ def cmd_ns_destroy(args: argparse.Namespace) -> ExitCode:
         raise UsageError("jobs are running: " + "; ".join(f"{h.resource} by {h.describe()}"
                                                            for h in busy),
                          "wait for them, or add --force")
-    run = namespace.direct_runner(say)
+    run = direct_runner(say)
 
     def release_all() -> None:
         for drive in all_drives(config):

@@ -53,8 +53,9 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """(config, Repo, runner) for the named repository."""
     from phobos import namespace
     from phobos.core.locks import Resource
+    from phobos.core.proc import direct_runner
     from phobos.repos.borg_locks import guarded
-    from phobos.repos.repo import Repo, direct_runner, repo_config
+    from phobos.repos.repo import Repo, repo_config
 
     config = load_config(args)
     repo_config(config, args.name)
@@ -62,7 +63,7 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     # process joins it, as `phobos run` does for jobs.
     namespace.enter_for_job(config, [Resource(name=f"repo:{args.name}")], say)
     repo = Repo.open(config, args.name)
-    return config, repo, guarded(direct_runner(say), repo, say)
+    return config, repo, guarded(direct_runner(say, announce=False), repo, say)
 
 
 # --- verbs --------------------------------------------------------------------------

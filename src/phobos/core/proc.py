@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from phobos.core.model import Outcome, format_duration
+from phobos.core.step import Step
 from phobos.errors import Interrupted, SecretLeak, StepFailed, ToolMissing
 
 ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "HOME", "USER", "LOGNAME",
@@ -394,3 +395,35 @@ def _failure_message(result: Result, explain: Callable[[int], str] | None) -> st
     if errors:
         message += ": " + " / ".join(errors[-3:])
     return message
+
+
+# --- running a step outside a job ---------------------------------------------------------
+
+StepRunner = Callable[[Step], Result]
+Log = Callable[[str], None]
+
+
+def direct_runner(log: Log | None = None, *, announce: bool = True) -> StepRunner:
+    """Run steps straight through :func:`run` (CLI verbs, and cleanup that must run even
+    after a job's deadline); output lines go to ``log``. With ``announce`` each step is
+    logged first ("step NAME: argv") and its failure names it; without, only its output
+    is shown (operations whose steps are an implementation detail)."""
+
+    def sink(_stream: str, line: str) -> None:
+        if log is not None:
+            log(line)
+
+    def run_step(step: Step) -> Result:
+        if announce and log is not None:
+            log(f"step {step.name}: {' '.join(step.argv)}")
+        try:
+            return run(step.argv, env=step.env, secrets=step.secrets, ok_codes=step.ok_codes,
+                       warn_codes=step.warn_codes, timeout=step.timeout, sink=sink,
+                       capture=step.capture, cwd=step.cwd, stdin_data=step.stdin,
+                       explain=step.explain)
+        except StepFailed as exc:
+            if not announce:
+                raise
+            raise StepFailed(f"step {step.name}: {exc.message}", exc.hint) from None
+
+    return run_step

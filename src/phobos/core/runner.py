@@ -202,7 +202,7 @@ def _execute(ctx: RunContext,
     job = ctx.job
     try:
         ctx.log(f"run {ctx.run_id} of {job.kind} job {ctx.name} ({ctx.trigger})")
-        from phobos.namespace import enter_for_job  # joins the backup mount namespace if needed
+        from phobos.namespace import enter_for_job
 
         enter_for_job(ctx.config, job.resources(ctx.config), ctx.log)
         with locked(ctx.config.paths.run / "locks", ctx.name, ctx.run_id,

@@ -1,12 +1,12 @@
-"""``phobos demo``: the seed's day, for real, in a throw-away sandbox.
+"""``phobos demo``: a home NAS's backup day, for real, in a throw-away sandbox.
 
 As root it starts two "remote hosts" (luv and chew: sshd in network namespaces, see
 :mod:`phobos.dev.lab`), pins their host keys with ``phobos host add`` and authorizes the
 printed read-only rrsync key, creates a Borg repository, two file-backed "drives"
 (loop devices holding ext4; this machine has no device-mapper, so they use
 ``unlock = "none"`` — LUKS unlocking is proven in the QEMU system test), an SMTP sink
-on 127.0.0.1 and an LED that writes its colour to a file. Then it runs the seed's day
-through ``phobos`` processes exactly as timers would: pull both hosts in parallel,
+on 127.0.0.1 and an LED that writes its colour to a file. Then it runs a NAS's backup
+day through ``phobos`` processes exactly as timers would: pull both hosts in parallel,
 archive, a check slice, plugging drive A in (``phobos drive attached``), and a job that
 fails — the LED turns red and a mail arrives. Finally it prints ``phobos status``,
 ``schedule`` and ``drive list`` and says where the sandbox is.
@@ -116,7 +116,7 @@ def _day(box: Sandbox) -> bool:
     _make_local_data(box.root)
     _step(box, "create the Borg repository", "repo", "init", "main")
     checks = [
-        _expect(box, "pull both hosts in parallel (the seed's rsync strand)", 0,
+        _expect(box, "pull both hosts in parallel (the rsync strand)", 0,
                 "run", "pull-hosts", "--trigger", "timer"),
         _expect(box, "archive the holding area and local paths with Borg, then prune",
                 0, "run", "nightly", "--trigger", "timer"),
@@ -319,7 +319,7 @@ def _write_config(box: Sandbox, hosts: dict[str, Any], smtp_port: int,
     text += textwrap.dedent(f"""
         [jobs.nightly]
         kind = "archive"
-        description = "the seed's 03:00 borgmatic run"
+        description = "the nightly 03:00 Borg run"
         repo = "main"
         sources = ["{root}/backup/holding", "{root}/local/etc"]
         keep = {{ daily = 7, weekly = 4, monthly = 12 }}
@@ -334,7 +334,7 @@ def _write_config(box: Sandbox, hosts: dict[str, Any], smtp_port: int,
 
         [jobs.sync-nuhc]
         kind = "command"
-        description = "the seed's sync-nuhc, failing today"
+        description = "the 15:00 sync-nuhc, failing today"
         argv = ["sh", "-c", "echo 'connecting to nuhc'; echo 'nuhc: No route' >&2; exit 12"]
         schedule = "*-*-* 15:00"
         """)
@@ -366,7 +366,7 @@ def _hosts_and_pulls(root: Path, hosts: dict[str, Any]) -> str:
     return text + textwrap.dedent(f"""
         [jobs.pull-hosts]
         kind = "pull"
-        description = "the seed's backup-luv and backup-chew, in parallel"
+        description = "backup-luv and backup-chew, in parallel"
         hosts = {json.dumps(list(hosts))}
         max_parallel = 2
         schedule = "*-*-* 02:00"
@@ -386,7 +386,7 @@ def _drives(drives: dict[str, str]) -> str:
     return text + textwrap.dedent(f"""
         [jobs.offsite]
         kind = "drive-sync"
-        description = "the seed's monthly third strand"
+        description = "the monthly off-site strand"
         repo = "main"
         drives = {json.dumps(list(drives))}
         """)

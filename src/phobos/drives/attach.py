@@ -13,13 +13,13 @@ from phobos import namespace
 from phobos.config.model import Config
 from phobos.core.locks import LockSet
 from phobos.core.model import BusyPolicy
+from phobos.core.proc import Log, StepRunner, direct_runner
 from phobos.core.step import Step
 from phobos.drives.devices import locate, power_off, probe, require_device
 from phobos.drives.identity import Drive
 from phobos.drives.state import record_event
 from phobos.drives.unlockers import unlocker_for
 from phobos.errors import PhobosError, StepFailed
-from phobos.namespace import Log, StepRunner, direct_runner
 from phobos.tools import mount as mnt
 
 UMOUNT_PATIENCE = 15.0  # seconds: killed writers need a moment to let go of the drive

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from phobos.config.model import Config
+from phobos.core.proc import StepRunner
 from phobos.core.step import Step
 from phobos.drives.devices import DeviceInfo, disks_under, in_use, probe, system_disks
 from phobos.drives.identity import (
@@ -20,7 +21,6 @@ from phobos.drives.identity import (
 from phobos.drives.state import record_init
 from phobos.drives.unlockers import unlocker_for
 from phobos.errors import PhobosError, UsageError
-from phobos.namespace import StepRunner
 from phobos.tools import cryptsetup
 from phobos.tools import mount as mnt
 

@@ -11,10 +11,10 @@ import time
 from phobos import namespace
 from phobos.config.model import Config
 from phobos.core import proc
+from phobos.core.proc import Log, direct_runner
 from phobos.drives.contents import HOLDING_DIR, copiers_of, repo_target
 from phobos.drives.identity import Drive
 from phobos.drives.state import load_state
-from phobos.namespace import Log, direct_runner
 from phobos.tools import borg as borgtool
 
 

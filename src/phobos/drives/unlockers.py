@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from phobos.core.proc import StepRunner
 from phobos.core.step import Step
 from phobos.drives.identity import Drive
 from phobos.errors import PhobosError
-from phobos.namespace import StepRunner
 from phobos.tools import cryptsetup
 
 

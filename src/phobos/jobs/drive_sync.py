@@ -30,6 +30,7 @@ from phobos.config.model import Config
 from phobos.config.schema import Problems, setting
 from phobos.config.tables import RepoConfig
 from phobos.core.locks import Resource
+from phobos.core.proc import StepRunner, direct_runner
 from phobos.core.runner import RunContext
 from phobos.core.step import Step
 from phobos.drives.attach import attach, release
@@ -208,7 +209,7 @@ def _require_repo(repo: RepoConfig, name: str) -> None:
 def sync_drive(ctx: RunContext, job: DriveSyncJob, drive: Drive, device: str) -> None:
     """One drive, start to end; the drive is released whatever happens."""
     ctx.log(f"drive {drive.name} (UUID {drive.uuid}) is {device}")
-    cleanup = namespace.direct_runner(ctx.log)
+    cleanup = direct_runner(ctx.log)
     leftover = release(drive, cleanup, ctx.log)  # a dead run's, or `drive mount`'s
     if leftover:
         ctx.log("released what an earlier session left: " + "; ".join(leftover))
@@ -247,7 +248,7 @@ def copy_and_verify(ctx: RunContext, job: DriveSyncJob, mountpoint: Path) -> dic
     return stats
 
 
-def _release_after_failure(ctx: RunContext, drive: Drive, cleanup: namespace.StepRunner) -> None:
+def _release_after_failure(ctx: RunContext, drive: Drive, cleanup: StepRunner) -> None:
     ctx.log(f"cleaning up drive {drive.name} after the failure")
     try:
         done = release(drive, cleanup, ctx.log)

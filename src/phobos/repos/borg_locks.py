@@ -13,8 +13,9 @@ from pathlib import Path
 from phobos.core import proc
 from phobos.core.locks import holders as phobos_holders
 from phobos.core.model import format_duration
+from phobos.core.proc import Log, StepRunner
 from phobos.core.step import Step
-from phobos.repos.repo import Log, Repo, StepRunner
+from phobos.repos.repo import Repo
 from phobos.tools import borg as borgtool
 
 

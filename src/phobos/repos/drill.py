@@ -14,9 +14,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from phobos.core.proc import StepRunner
 from phobos.errors import StepFailed
 from phobos.repos.operations import latest_archive
-from phobos.repos.repo import Repo, StepRunner
+from phobos.repos.repo import Repo
 from phobos.tools import borg as borgtool
 
 

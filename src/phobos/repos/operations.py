@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from phobos.core.proc import StepRunner
 from phobos.errors import PhobosError, UsageError
-from phobos.repos.repo import Repo, StepRunner
+from phobos.repos.repo import Repo
 from phobos.tools import borg as borgtool
 
 

@@ -20,14 +20,9 @@ from phobos.config.checks import check_ref
 from phobos.config.model import Config
 from phobos.config.schema import Problems, suggest
 from phobos.config.tables import RepoConfig
-from phobos.core import proc
 from phobos.core.step import Step
 from phobos.errors import PhobosError, UsageError
 from phobos.tools import borg as borgtool
-
-StepRunner = Callable[[Step], proc.Result]
-Log = Callable[[str], None]
-
 
 # --- configuration ---------------------------------------------------------------------
 
@@ -121,19 +116,3 @@ class Repo:
 
 
 # --- running steps outside a job --------------------------------------------------------
-
-
-def direct_runner(echo: Log | None) -> StepRunner:
-    """A runner for CLI operations: proc.run, output echoed (redacted) to ``echo``."""
-
-    def sink(stream: str, line: str) -> None:
-        if echo is not None:
-            echo(line)
-
-    def run(step: Step) -> proc.Result:
-        return proc.run(step.argv, env=step.env, secrets=step.secrets, ok_codes=step.ok_codes,
-                        warn_codes=step.warn_codes, timeout=step.timeout, sink=sink,
-                        capture=step.capture, cwd=step.cwd, stdin_data=step.stdin,
-                        explain=step.explain)
-
-    return run
