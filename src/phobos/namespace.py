@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from phobos.config.model import Config
+from phobos.core import locks
 from phobos.core.files import write_atomic
 from phobos.core.locks import Resource
 from phobos.core.proc import Log, StepRunner, direct_runner
@@ -243,13 +244,11 @@ def _mount_storage(config: Config, run: StepRunner) -> None:
 def needs_namespace(config: Config, resources: Sequence[Resource]) -> bool:
     """Drives always live in the namespace; repos, holding areas and the storage do when
     ``[storage] device`` hides the backup filesystem there."""
-    names = [res.name for res in resources]
-    if any(name.startswith("drive:") for name in names):
+    if _touches_drive(resources):
         return True
     if config.storage.device is None:
         return False
-    return any(name == "storage" or name.partition(":")[0] in ("repo", "holding")
-               for name in names)
+    return any(res.kind in (locks.STORAGE, locks.REPO, locks.HOLDING) for res in resources)
 
 
 def enter_for_job(config: Config, resources: Sequence[Resource], log: Log) -> None:
@@ -269,7 +268,7 @@ def enter_for_job(config: Config, resources: Sequence[Resource], log: Log) -> No
 
 
 def _touches_drive(resources: Sequence[Resource]) -> bool:
-    return any(res.name.startswith("drive:") for res in resources)
+    return any(res.kind == locks.DRIVE for res in resources)
 
 
 def written_paths(config: Config, resources: Sequence[Resource]) -> set[Path]:
@@ -278,12 +277,11 @@ def written_paths(config: Config, resources: Sequence[Resource]) -> set[Path]:
     pull creates it), the storage root if it writes ``storage``."""
     paths: set[Path] = set()
     for res in resources:
-        kind, _, name = res.name.partition(":")
-        if kind == "repo" and name in config.repos:
-            paths.add(config.repos[name].path)
-        elif kind == "holding" and res.write:
+        if res.kind == locks.REPO and res.target in config.repos:
+            paths.add(config.repos[res.target].path)
+        elif res.kind == locks.HOLDING and res.write:
             paths.add(config.storage.holding)
-        elif kind == "storage" and res.write:
+        elif res.kind == locks.STORAGE and res.write:
             paths.add(config.storage.root)
     return paths
 

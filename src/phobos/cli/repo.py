@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from phobos.cli.common import json_flag, load_config, no_action, print_json, say, verb, when
+from phobos.core import locks
 from phobos.errors import ExitCode
 
 
@@ -52,7 +53,6 @@ def _repo_action(actions: Any, name: str, help_text: str, handler: Any,
 def _open(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """(config, Repo, runner) for the named repository."""
     from phobos import namespace
-    from phobos.core.locks import Resource
     from phobos.core.proc import direct_runner
     from phobos.repos.borg_locks import guarded
     from phobos.repos.repo import Repo, repo_config
@@ -61,7 +61,7 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     repo_config(config, args.name)
     # With [storage] device the repository exists only inside the backup namespace; this
     # process joins it, as `phobos run` does for jobs.
-    namespace.enter_for_job(config, [Resource(name=f"repo:{args.name}")], say)
+    namespace.enter_for_job(config, [locks.repo(args.name, write=True)], say)
     repo = Repo.open(config, args.name)
     return config, repo, guarded(direct_runner(say, announce=False), repo, say)
 
@@ -159,11 +159,10 @@ def cmd_list(args: argparse.Namespace) -> ExitCode:
 def _list_repos(args: argparse.Namespace) -> ExitCode:
     from phobos import namespace
     from phobos.core.history import History
-    from phobos.core.locks import Resource
     from phobos.repos.summary import summary
 
     config = load_config(args)
-    namespace.enter_for_job(config, [Resource(name=f"repo:{name}") for name in config.repos],
+    namespace.enter_for_job(config, [locks.repo(name, write=True) for name in config.repos],
                             say)
     history = History.open(config.paths.state)
     try:

@@ -33,13 +33,51 @@ REPORT_EVERY_SECONDS = 60.0
 
 @dataclass(frozen=True, slots=True, order=True)
 class Resource:
-    """Something two jobs must not use at once. ``write`` makes the lock exclusive."""
+    """Something two jobs must not use at once. ``write`` makes the lock exclusive.
+
+    Names are ``KIND:TARGET`` (``holding:luv``, ``repo:main``, ``drive:ext-a``) or a bare
+    kind (``storage``); build phobos's own with :func:`holding`, :func:`repo`,
+    :func:`drive` and :func:`storage`. A ``command`` job may name its own kinds.
+    """
 
     name: str
     write: bool = True
 
     def __str__(self) -> str:
         return f"{self.name} ({'write' if self.write else 'read'})"
+
+    @property
+    def kind(self) -> str:
+        """``drive`` of ``drive:ext-a``; the whole name when it has no target."""
+        return self.name.partition(":")[0]
+
+    @property
+    def target(self) -> str:
+        """``ext-a`` of ``drive:ext-a``; empty when the name has no target."""
+        return self.name.partition(":")[2]
+
+
+HOLDING, REPO, DRIVE, STORAGE = "holding", "repo", "drive", "storage"
+
+
+def holding(host: str, *, write: bool) -> Resource:
+    """A host's folder in the holding area (pulls write it, archives read it)."""
+    return Resource(f"{HOLDING}:{host}", write=write)
+
+
+def repo(name: str, *, write: bool) -> Resource:
+    """A Borg repository (writers exclude each other; Borg itself locks even readers)."""
+    return Resource(f"{REPO}:{name}", write=write)
+
+
+def drive(name: str) -> Resource:
+    """An off-site drive: one user at a time (unlocking and mounting change it)."""
+    return Resource(f"{DRIVE}:{name}", write=True)
+
+
+def storage(*, write: bool) -> Resource:
+    """The backup filesystem as a whole (a check of it writes; users of parts read)."""
+    return Resource(STORAGE, write=write)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,14 +9,9 @@ from pathlib import Path
 
 from phobos.config.model import Config
 from phobos.config.schema import suggest
+from phobos.core import locks
 from phobos.core.locks import Resource
 from phobos.errors import UsageError
-
-
-def drive_resource(name: str) -> Resource:
-    """``drive:NAME``: held for writing by whatever unlocks, mounts or copies to drive
-    ``name`` (a drive-sync job, or a ``phobos drive`` verb)."""
-    return Resource(f"drive:{name}", write=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,7 +34,7 @@ class Drive:
 
     @property
     def resource(self) -> Resource:
-        return drive_resource(self.name)
+        return locks.drive(self.name)
 
 
 def default_keyfile(config: Config, name: str) -> Path:

@@ -29,6 +29,7 @@ from phobos.config.job import JobBase
 from phobos.config.model import Config
 from phobos.config.schema import Problems, setting
 from phobos.config.tables import RepoConfig
+from phobos.core import locks
 from phobos.core.locks import Resource
 from phobos.core.proc import StepRunner, direct_runner
 from phobos.core.runner import RunContext
@@ -36,7 +37,7 @@ from phobos.core.step import Step
 from phobos.drives.attach import attach, release
 from phobos.drives.contents import HOLDING_DIR, repo_target
 from phobos.drives.devices import locate
-from phobos.drives.identity import Drive, drive_resource, get
+from phobos.drives.identity import Drive, get
 from phobos.drives.state import record_sync
 from phobos.errors import Absent, PhobosError, StepFailed
 from phobos.tools import borg as borgtool
@@ -75,10 +76,10 @@ class DriveSyncJob(JobBase):
 
     def resources(self, config: Config) -> tuple[Resource, ...]:
         # The copy only reads the repo; `borg with-lock` keeps Borg's own writers out too.
-        found = [drive_resource(name) for name in self.drives]
-        found.append(Resource(f"repo:{self.repo}", write=False))
+        found = [locks.drive(name) for name in self.drives]
+        found.append(locks.repo(self.repo, write=False))
         if self.holding:
-            found += [Resource(f"holding:{host}", write=False) for host in config.hosts]
+            found += [locks.holding(host, write=False) for host in config.hosts]
         return tuple(found)
 
     def check_refs(self, config: Config, path: tuple[str, ...], problems: Problems) -> None:

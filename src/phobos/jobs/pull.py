@@ -28,7 +28,7 @@ from phobos.config.checks import check_ref
 from phobos.config.job import JobBase
 from phobos.config.model import Config
 from phobos.config.schema import Problem, Problems, setting
-from phobos.core import proc
+from phobos.core import locks, proc
 from phobos.core.locks import Resource
 from phobos.core.model import Outcome, format_duration
 from phobos.core.runner import RunContext
@@ -57,7 +57,7 @@ class PullJob(JobBase):
         return (self.host,) if self.host is not None else self.hosts
 
     def resources(self, config: Config) -> tuple[Resource, ...]:
-        return tuple(Resource(f"holding:{name}", write=True) for name in self.host_names)
+        return tuple(locks.holding(name, write=True) for name in self.host_names)
 
     def check_refs(self, config: Config, path: tuple[str, ...], problems: Problems) -> None:
         if self.host is not None and self.hosts:

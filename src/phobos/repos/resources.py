@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from phobos.config.model import Config
+from phobos.core import locks
 from phobos.core.locks import Resource, locked
 from phobos.core.model import BusyPolicy
 
@@ -31,19 +32,19 @@ def source_resources(config: Config, sources: Iterable[Path]) -> list[Resource]:
         for host in config.hosts:
             folder = holding / host
             if _within(folder, source) or _within(source, folder):
-                found.append(Resource(f"holding:{host}", write=False))
+                found.append(locks.holding(host, write=False))
         if _within(source, config.storage.root) or _within(config.storage.root, source):
-            found.append(Resource("storage", write=False))
+            found.append(locks.storage(write=False))
     return found
 
 
 def repo_resources(config: Config, name: str, *, write: bool) -> list[Resource]:
     """``repo:<name>`` (exclusive for anything that takes Borg's exclusive lock) and
     ``storage`` (shared) if the repository lives on the backup storage."""
-    found = [Resource(f"repo:{name}", write=write)]
+    found = [locks.repo(name, write=write)]
     repo = config.repos.get(name)
     if repo is not None and _within(repo.path, config.storage.root):
-        found.append(Resource("storage", write=False))
+        found.append(locks.storage(write=False))
     return found
 
 

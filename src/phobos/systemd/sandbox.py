@@ -25,6 +25,7 @@ from typing import Any
 
 from phobos.config.job import JobBase
 from phobos.config.model import Config
+from phobos.core import locks
 from phobos.core.model import JobKind
 from phobos.systemd.names import quote_path
 
@@ -251,7 +252,7 @@ def job_sandbox(config: Config, name: str) -> Sandbox:
 
 
 def _uses_drive(config: Config, job: JobBase) -> bool:
-    return any(r.name.startswith("drive:") for r in job.resources(config))
+    return any(r.kind == locks.DRIVE for r in job.resources(config))
 
 
 DEVICE_TAGS = (("UUID=", "/dev/disk/by-uuid/"), ("LABEL=", "/dev/disk/by-label/"),
@@ -276,7 +277,7 @@ def drive_sandbox(config: Config, drive: str) -> Sandbox:
                       families=KIND_FAMILIES[JobKind.DRIVE_SYNC], devices=DRIVE_DEVICES,
                       host_devices=True)
     for name, job in config.jobs.items():
-        if any(r.name == f"drive:{drive}" for r in job.resources(config)):
+        if locks.drive(drive) in job.resources(config):
             sandbox |= job_sandbox(config, name)
     return sandbox
 
