@@ -42,3 +42,10 @@ def test_bash_completion_offers_the_commands() -> None:
                          check=True).stdout.splitlines()
     assert out[0].split() == ["drive"]
     assert out[1].split() == ["list"]
+
+
+def test_architecture_map_names_every_package() -> None:
+    package = DOCS.parent / "src" / "phobos"
+    rooms = sorted(p.parent.name for p in package.glob("*/__init__.py"))
+    text = (DOCS / "architecture.md").read_text()
+    assert [room for room in rooms if f"`{room}/`" not in text] == []
