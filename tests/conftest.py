@@ -1,4 +1,6 @@
-"""Shared test helpers: a sandboxed phobos config and a way to run the real CLI."""
+"""Shared test helpers: the integration layer's one config builder (:class:`Sandbox`: a
+config whose ``[paths]`` live in a tmp directory, plus the tables a test adds) and a way
+to run the real CLI on it."""
 
 from __future__ import annotations
 
@@ -29,14 +31,7 @@ class Sandbox:
 
     def write(self, body: str) -> Path:
         """Write the config: a [paths] table into the sandbox plus ``body``."""
-        header = textwrap.dedent(f"""\
-            [paths]
-            state = "{self.root}/state"
-            run = "{self.root}/run"
-            log = "{self.root}/log"
-            keys = "{self.root}/keys"
-            """)
-        self.config.write_text(header + textwrap.dedent(body))
+        self.config.write_text(paths_toml(self.root) + textwrap.dedent(body))
         return self.config
 
     def argv(self, *args: str) -> list[str]:
@@ -50,6 +45,17 @@ class Sandbox:
     def start(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(self.argv(*args), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=phobos_env())
+
+
+def paths_toml(root: Path, *, keys: Path | None = None) -> str:
+    """``[paths]`` with everything phobos writes below ``root`` (keys may live elsewhere)."""
+    return textwrap.dedent(f"""\
+        [paths]
+        state = "{root}/state"
+        run = "{root}/run"
+        log = "{root}/log"
+        keys = "{keys or root / 'keys'}"
+        """)
 
 
 def phobos_env() -> dict[str, str]:

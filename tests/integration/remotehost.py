@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from conftest import paths_toml
 from phobos.dev import lab as phobos_lab
 from phobos.dev.lab import RemoteHost
 
@@ -44,13 +45,7 @@ class Lab(phobos_lab.Lab):
         require_tools()
         super().__init__(root=root, names=tuple(f"h{i}" for i in range(1, count + 1)))
         self.holding.mkdir(parents=True)
-        self.base = textwrap.dedent(f"""\
-            [paths]
-            state = "{root}/state"
-            run = "{root}/run"
-            log = "{root}/log"
-            keys = "{root}/keys"
-
+        self.base = paths_toml(root) + textwrap.dedent(f"""\
             [storage]
             root = "{root}/backup"
             holding = "{self.holding}"

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from test_borg_helpers import BorgBox, initialized, make_tree, wait_for
+from borgbox import BorgBox, initialized, make_tree, wait_for
 
 from phobos.tools import borg as borgtool
 

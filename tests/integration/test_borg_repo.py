@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from test_borg_helpers import PASSPHRASE, BorgBox, initialized, wait_for
+from borgbox import PASSPHRASE, BorgBox, initialized, wait_for
 
 from conftest import phobos_env
 from phobos.tools import borg as borgtool

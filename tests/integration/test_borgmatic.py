@@ -7,7 +7,7 @@ import json
 import textwrap
 from typing import Any
 
-from test_borg_helpers import initialized
+from borgbox import initialized
 
 
 def test_borgmatic_config_run(sandbox: Any) -> None:

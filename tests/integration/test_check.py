@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from test_borg_helpers import BorgBox, initialized
+from borgbox import BorgBox, initialized
 
 from phobos.tools import borg as borgtool
 

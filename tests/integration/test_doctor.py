@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from conftest import paths_toml, phobos_env
 from phobos.config.load import load
 from phobos.doctor.secrets import Secret, file_mode_finding
 from phobos.drives.identity import default_header_backup
@@ -30,9 +31,10 @@ UUID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 pytestmark = pytest.mark.root
 
 
-class Sandbox:
-    """A config with a repo (passphrase file), a LUKS drive (keyfile), an archive job and
-    a drive-sync job, all below ``root``; secrets with the modes they should have."""
+class DoctorBox:
+    """A config (the layer's ``[paths]``, see conftest) with a repo (passphrase file), a
+    LUKS drive (keyfile), an archive job and a drive-sync job, all below ``root``; secrets
+    with the modes they should have."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -57,13 +59,7 @@ class Sandbox:
         if extra is not None:
             self.extra = extra
         r = self.root
-        self.config.write_text(f"""\
-[paths]
-state = "{r}/state"
-run = "{r}/run"
-log = "{r}/log"
-keys = "{self.keys}"
-
+        self.config.write_text(paths_toml(r, keys=self.keys) + f"""
 [storage]
 root = "{r}/backup"
 holding = "{r}/backup/holding"
@@ -104,13 +100,6 @@ drives = ["ext-a"]
                               stdin=subprocess.DEVNULL)
 
 
-def phobos_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{REPO / '.venv' / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
-    env.pop("PHOBOS_CONFIG", None)
-    return env
-
-
 def find(findings: list[dict[str, Any]], area: str, check: str) -> dict[str, Any]:
     matches = [f for f in findings if f["area"] == area and f["check"] == check]
     assert len(matches) == 1, (area, check, findings)
@@ -118,11 +107,11 @@ def find(findings: list[dict[str, Any]], area: str, check: str) -> dict[str, Any
 
 
 @pytest.fixture
-def box(tmp_path: Path) -> Sandbox:
-    return Sandbox(tmp_path)
+def box(tmp_path: Path) -> DoctorBox:
+    return DoctorBox(tmp_path)
 
 
-def test_a_sound_config_passes_with_its_warnings_listed(box: Sandbox) -> None:
+def test_a_sound_config_passes_with_its_warnings_listed(box: DoctorBox) -> None:
     code, findings = box.report()
     assert code == 0, [f for f in findings if f["severity"] == "error"]
     assert find(findings, "config", "file")["severity"] == "ok"
@@ -148,7 +137,7 @@ def test_a_sound_config_passes_with_its_warnings_listed(box: Sandbox) -> None:
     assert "fix: phobos repo key-export main FILE" in text.stdout
 
 
-def test_a_world_readable_keyfile_fails_with_the_chmod_to_run(box: Sandbox) -> None:
+def test_a_world_readable_keyfile_fails_with_the_chmod_to_run(box: DoctorBox) -> None:
     box.keyfile.chmod(0o644)
     code, findings = box.report()
     assert code == 1
@@ -177,7 +166,7 @@ def test_secret_file_modes(tmp_path: Path) -> None:
     assert file_mode_finding(Secret(label="g", path=gone, required=False)) is None
 
 
-def test_passcommand_files_and_the_keys_directory_are_checked(box: Sandbox) -> None:
+def test_passcommand_files_and_the_keys_directory_are_checked(box: DoctorBox) -> None:
     catted = box.keys / "other.pass"
     catted.write_text("pw\n")
     catted.chmod(0o640)
@@ -190,7 +179,7 @@ def test_passcommand_files_and_the_keys_directory_are_checked(box: Sandbox) -> N
     assert "could be replaced" in find(findings, "secrets", "keys directory")["message"]
 
 
-def test_without_borg_on_path_borg_is_an_error(box: Sandbox, tmp_path: Path) -> None:
+def test_without_borg_on_path_borg_is_an_error(box: DoctorBox, tmp_path: Path) -> None:
     # phobos also searches the directory of its own Python (the venv, where pip put Borg
     # 1.4): run it from a Python whose directory holds nothing else.
     bare = tmp_path / "bare-bin"
@@ -215,7 +204,7 @@ def test_without_borg_on_path_borg_is_an_error(box: Sandbox, tmp_path: Path) -> 
     assert find(findings, "tools", "rsync")["severity"] == "ok"
 
 
-def test_a_bad_config_is_a_finding_and_the_other_checks_still_run(box: Sandbox) -> None:
+def test_a_bad_config_is_a_finding_and_the_other_checks_still_run(box: DoctorBox) -> None:
     box.write('\n[jobs.check]\nkind = "check"\nrepo = "main"\nmax_duraton = "2h"\n')
     code, findings = box.report()
     assert code == 1
@@ -231,7 +220,7 @@ def test_a_bad_config_is_a_finding_and_the_other_checks_still_run(box: Sandbox) 
     assert code == 1 and "config file not found" in find(findings, "config", "file")["message"]
 
 
-def test_a_recorded_key_export_counts(box: Sandbox, tmp_path: Path) -> None:
+def test_a_recorded_key_export_counts(box: DoctorBox, tmp_path: Path) -> None:
     config = load(box.config)
     record_key_export(config, "main", tmp_path / "usb" / "main.key", paper=False)
     _, findings = box.report()
@@ -241,7 +230,7 @@ def test_a_recorded_key_export_counts(box: Sandbox, tmp_path: Path) -> None:
 
 
 def test_a_drive_prepared_by_drive_init_counts_as_having_a_recovery_slot(
-        box: Sandbox) -> None:
+        box: DoctorBox) -> None:
     config = load(box.config)
     header = default_header_backup(config, "ext-a")
     record_init(config, "ext-a", {"uuid": UUID, "keyfile": str(box.keyfile),
@@ -268,7 +257,7 @@ def loop_device(image: Path) -> Iterator[str]:
         subprocess.run(["losetup", "--detach", device], check=False)
 
 
-def test_a_plugged_in_drive_is_asked_for_its_key_slots(box: Sandbox, tmp_path: Path) -> None:
+def test_a_plugged_in_drive_is_asked_for_its_key_slots(box: DoctorBox, tmp_path: Path) -> None:
     image = tmp_path / "ext-a.img"
     with image.open("wb") as handle:
         handle.truncate(32 << 20)
@@ -292,7 +281,7 @@ def test_a_plugged_in_drive_is_asked_for_its_key_slots(box: Sandbox, tmp_path: P
         assert two["severity"] == "ok" and "2 key slots (0, 1)" in two["message"]
 
 
-def test_units_installed_enabled_outdated_and_missing(box: Sandbox, tmp_path: Path) -> None:
+def test_units_installed_enabled_outdated_and_missing(box: DoctorBox, tmp_path: Path) -> None:
     image = tmp_path / "image"
     image.mkdir()
     install = box.phobos("systemd", "install", "--root", str(image))
@@ -326,7 +315,7 @@ def test_units_installed_enabled_outdated_and_missing(box: Sandbox, tmp_path: Pa
     assert code == 0 and find(findings, "units", "phobos-job-later.timer")["severity"] == "ok"
 
 
-def test_the_namespace_is_checked_when_it_exists(box: Sandbox) -> None:
+def test_the_namespace_is_checked_when_it_exists(box: DoctorBox) -> None:
     _, findings = box.report()
     assert "does not exist yet" in find(findings, "namespace", "backup namespace")["message"]
     created = box.phobos("ns", "create")
@@ -348,7 +337,7 @@ def test_the_namespace_is_checked_when_it_exists(box: Sandbox) -> None:
      "no-such-led-tool: not found on PATH"),
     ('led = {{ driver = "command", command = ["true", "{{color}}"] }}', "ok", "runs /"),
 ])
-def test_led_drivers(box: Sandbox, led: str, severity: str, words: str) -> None:
+def test_led_drivers(box: DoctorBox, led: str, severity: str, words: str) -> None:
     box.write("\n[notify]\n" + led.format(root=box.root) + "\n")
     _, findings = box.report()
     [found] = [f for f in findings if f["area"] == "led"]
@@ -364,7 +353,7 @@ def smtp_port() -> Iterator[int]:
         yield int(server.getsockname()[1])
 
 
-def test_notifier_configs(box: Sandbox, smtp_port: int) -> None:
+def test_notifier_configs(box: DoctorBox, smtp_port: int) -> None:
     box.write(f'\n[notify.email]\nto = ["root"]\nhost = "127.0.0.1"\nport = {smtp_port}\n')
     out = box.doctor("--json")
     email = find(json.loads(out.stdout)["findings"], "notify", "email")
@@ -394,7 +383,7 @@ def test_notifier_configs(box: Sandbox, smtp_port: int) -> None:
     assert nothing["severity"] == "warning" and "[notify.email]" in nothing["fix"]
 
 
-def test_json_is_stable(box: Sandbox) -> None:
+def test_json_is_stable(box: DoctorBox) -> None:
     out = box.doctor("--json", "--no-network")
     data = json.loads(out.stdout)
     assert set(data) == {"subject", "exit_code", "counts", "findings"}
@@ -413,7 +402,7 @@ def test_doctor_as_a_non_root_user_says_what_it_could_not_check() -> None:
         home.mkdir()
         os.chown(home, nobody, nobody)
         (Path(top) / "box").mkdir(mode=0o755)
-        box = Sandbox(Path(top) / "box")
+        box = DoctorBox(Path(top) / "box")
         box.config.chmod(0o644)
         env = phobos_env()
         env["HOME"] = str(home)
@@ -426,7 +415,7 @@ def test_doctor_as_a_non_root_user_says_what_it_could_not_check() -> None:
     assert "non-root" in find(findings, "namespace", "backup namespace")["message"]
 
 
-def test_hosts_to_pull_need_a_pinned_key(box: Sandbox) -> None:
+def test_hosts_to_pull_need_a_pinned_key(box: DoctorBox) -> None:
     from phobos.tools import ssh
 
     box.write('\n[hosts.luv]\naddress = "192.0.2.7"\npaths = ["/etc"]\n')

@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any
 
-from test_borg_helpers import initialized
+from borgbox import initialized
 
 
 def _drill_config(box: Any) -> None:

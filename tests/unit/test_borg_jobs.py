@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from configs import config_from
 
-from phobos.config.load import parse
 from phobos.core.locks import Resource
 from phobos.errors import ConfigError
 from phobos.jobs import archive, borgmatic, check
@@ -27,7 +27,7 @@ def config(jobs: dict[str, Any], **extra: Any) -> Any:
                      "usb": {"path": "/mnt/usb/borg"}},
            "hosts": {"luv": {"address": "luv"}, "chew": {"address": "chew"}},
            "jobs": jobs, **extra}
-    return parse(raw, Path("/etc/phobos/phobos.toml"))
+    return config_from(raw)
 
 
 def problems(jobs: dict[str, Any]) -> str:

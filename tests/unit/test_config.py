@@ -11,6 +11,7 @@ import pytest
 
 from phobos.__main__ import main
 from phobos.config.load import load
+from phobos.config.schema import line_of, locate_keys
 
 HEADER = '[paths]\nstate = "/tmp/x/state"\nrun = "/tmp/x/run"\n'
 
@@ -203,3 +204,14 @@ def test_calendar_verb_matches_systemd_layout(capsys: pytest.CaptureFixture[str]
                          "    Next elapse: Sun 2026-01-11 07:00:00 UTC",
                          lines[3]]
     assert lines[4] == "       Iter. #2: Sun 2026-01-18 07:00:00 UTC"
+
+
+def test_locate_keys_finds_tables_keys_and_inline_keys() -> None:
+    source = ('[jobs.nightly]\nkind = "archive"\nkeep = { daily = 7, dialy = 3 }\n'
+              '[jobs."odd name"]\nx.y = 1\n')
+    lines = locate_keys(source)
+    assert line_of(("jobs", "nightly", "keep", "dialy"), lines) == 3
+    assert line_of(("jobs", "nightly", "kind"), lines) == 2
+    assert line_of(("jobs", "odd name", "x", "y"), lines) == 5
+    assert line_of(("jobs", "nightly", "missing"), lines) == 1
+    assert line_of(("nowhere",), lines) is None

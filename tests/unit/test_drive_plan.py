@@ -10,8 +10,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from configs import config_from
 
-from phobos.config.load import load
 from phobos.config.model import Config
 from phobos.core.locks import Resource
 from phobos.drives.identity import by_uuid, get
@@ -31,11 +31,9 @@ UUID_A = "11111111-2222-4333-8444-555555555555"
 UUID_B = "66666666-7777-4888-9999-000000000000"
 
 
-def config_from(tmp_path: Path, body: str) -> Config:
-    path = tmp_path / "phobos.toml"
-    path.write_text(textwrap.dedent(f"""\
+def drives_config(tmp_path: Path, body: str) -> Config:
+    return config_from(textwrap.dedent(f"""\
         [paths]
-        state = "{tmp_path}/state"
         run = "/run/phobos"
         keys = "/etc/phobos/keys"
 
@@ -57,8 +55,7 @@ def config_from(tmp_path: Path, body: str) -> Config:
         unlock = "none"
         mountpoint = "/mnt/ext-b"
         max_age = "10d"
-        """) + textwrap.dedent(body))
-    return load(path)
+        """) + textwrap.dedent(body), root=tmp_path)
 
 
 OFFSITE = """
@@ -79,7 +76,7 @@ def offsite(config: Config) -> DriveSyncJob:
 
 
 def test_drive_defaults_resolve_from_paths(tmp_path: Path) -> None:
-    config = config_from(tmp_path, OFFSITE)
+    config = drives_config(tmp_path, OFFSITE)
     a, b = get(config, "ext-a"), get(config, "ext-b")
     assert a.keyfile == Path("/etc/phobos/keys/ext-a.key")
     assert a.header_backup == Path("/etc/phobos/keys/ext-a.luks-header")
@@ -95,7 +92,7 @@ def test_drive_defaults_resolve_from_paths(tmp_path: Path) -> None:
 
 
 def test_resources_read_the_repo_and_write_the_drives(tmp_path: Path) -> None:
-    config = config_from(tmp_path, OFFSITE + "holding = true\n")
+    config = drives_config(tmp_path, OFFSITE + "holding = true\n")
     assert offsite(config).resources(config) == (
         Resource("drive:ext-a", True), Resource("drive:ext-b", True),
         Resource("repo:main", False), Resource("holding:luv", False))
@@ -111,13 +108,13 @@ def test_resources_read_the_repo_and_write_the_drives(tmp_path: Path) -> None:
 ])
 def test_job_config_errors(tmp_path: Path, body: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
-        config_from(tmp_path, f'[jobs.offsite]\nkind = "drive-sync"\n{body}\n')
+        drives_config(tmp_path, f'[jobs.offsite]\nkind = "drive-sync"\n{body}\n')
     assert any(message in problem for problem in err.value.problems), err.value.problems
 
 
 def test_unlock_must_be_known(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
-        config_from(tmp_path, '[drives.ext-c]\nluks_uuid = "x"\nunlock = "tpm"\n')
+        drives_config(tmp_path, '[drives.ext-c]\nluks_uuid = "x"\nunlock = "tpm"\n')
     assert any("'tpm' is not one of 'luks', 'none'" in p for p in err.value.problems)
 
 
@@ -125,7 +122,7 @@ def test_unlock_must_be_known(tmp_path: Path) -> None:
 
 
 def test_the_repo_is_copied_under_borgs_lock(tmp_path: Path) -> None:
-    config = config_from(tmp_path, OFFSITE + 'rsync_options = ["--max-alloc=4GiB"]\n')
+    config = drives_config(tmp_path, OFFSITE + 'rsync_options = ["--max-alloc=4GiB"]\n')
     (copy,) = drive_sync.plan(offsite(config), config, Path("/run/phobos/drives/ext-a"))
     assert copy.dest == Path("/run/phobos/drives/ext-a/borg")
     assert copy.step.argv == (
@@ -137,7 +134,7 @@ def test_the_repo_is_copied_under_borgs_lock(tmp_path: Path) -> None:
 
 
 def test_holding_area_and_target(tmp_path: Path) -> None:
-    config = config_from(tmp_path, OFFSITE + 'holding = true\ntarget = "repos/main"\n')
+    config = drives_config(tmp_path, OFFSITE + 'holding = true\ntarget = "repos/main"\n')
     repo, holding = drive_sync.plan(offsite(config), config, Path("/mnt/x"))
     assert repo.dest == Path("/mnt/x/repos/main")
     assert holding.step.argv == ("rsync", "-a", "--delete", "--delete-excluded", "-ii",
@@ -147,7 +144,7 @@ def test_holding_area_and_target(tmp_path: Path) -> None:
 
 
 def test_borg_base_dir_reaches_borg(tmp_path: Path) -> None:
-    config = config_from(tmp_path, OFFSITE)
+    config = drives_config(tmp_path, OFFSITE)
     (copy,) = drive_sync.plan(offsite(config), config, Path("/mnt/x"))
     # No base_dir here: only the stable host id (see borgtool.host_id).
     assert copy.step.env == {"BORG_HOST_ID": borgtool.host_id()}
@@ -250,7 +247,7 @@ def write_state(config: Config, last: dict[str, float]) -> None:
 
 
 def test_rotation_due_next_is_the_oldest_copy(tmp_path: Path) -> None:
-    config = config_from(tmp_path, OFFSITE)
+    config = drives_config(tmp_path, OFFSITE)
     now = 1_000_000_000.0
     assert [s.due_next for s in rotation(config, now=now, probe_devices=False)] == [
         True, False]  # nothing synced yet: the first in name order
@@ -266,7 +263,7 @@ def test_rotation_due_next_is_the_oldest_copy(tmp_path: Path) -> None:
 
 
 def test_overdue_uses_each_drives_max_age(tmp_path: Path) -> None:
-    config = config_from(tmp_path, OFFSITE)
+    config = drives_config(tmp_path, OFFSITE)
     now = 1_000_000_000.0
     write_state(config, {"ext-a": now - 20 * 86400, "ext-b": now - 20 * 86400})
     assert [s.name for s in overdue_drives(config, now=now)] == ["ext-b"]  # 10d
@@ -275,7 +272,7 @@ def test_overdue_uses_each_drives_max_age(tmp_path: Path) -> None:
 
 
 def test_drive_outside_any_job_is_never_due(tmp_path: Path) -> None:
-    config = config_from(tmp_path, "")
+    config = drives_config(tmp_path, "")
     assert not any(s.due_next for s in rotation(config, probe_devices=False))
 
 
@@ -283,7 +280,7 @@ def test_drive_outside_any_job_is_never_due(tmp_path: Path) -> None:
 
 
 def test_snippet_for_both_kinds(tmp_path: Path) -> None:
-    config = config_from(tmp_path, OFFSITE)
+    config = drives_config(tmp_path, OFFSITE)
     assert snippet(get(config, "ext-a")) == (
         f'[drives.ext-a]\nluks_uuid = "{UUID_A}"\nkeyfile = "/etc/phobos/keys/ext-a.key"\n'
         'label = "extbackup"')
@@ -311,7 +308,7 @@ def test_keyfile_is_fresh_and_private(tmp_path: Path) -> None:
 
 
 def test_recovery_sheet_has_the_commands(tmp_path: Path) -> None:
-    config = config_from(tmp_path, OFFSITE)
+    config = drives_config(tmp_path, OFFSITE)
     sheet = render_sheet(config, get(config, "ext-a"))
     for needle in (UUID_A, "/etc/phobos/keys/ext-a.key", "/etc/phobos/keys/ext-a.luks-header",
                    f"cryptsetup open /dev/disk/by-uuid/{UUID_A} extbackup",

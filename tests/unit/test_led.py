@@ -68,8 +68,8 @@ def test_report_bytes(state: LedState, index: int, limit: int) -> None:
 
 
 @pytest.mark.parametrize(("state", "index", "limit", "hex_report"), [
-    (YELLOW, 1, 50, "05 00 01 7f 7f 00"),  # the seed's `--index 1 --limit 50`
-    (YELLOW, 1, 10, "05 00 01 19 19 00"),  # the seed's `--index 1 --limit 10`
+    (YELLOW, 1, 50, "05 00 01 7f 7f 00"),  # the original setup's `--index 1 --limit 50`
+    (YELLOW, 1, 10, "05 00 01 19 19 00"),  # the original setup's `--index 1 --limit 10`
     (RED, 0, 100, "01 ff 00 00"),
     (BLUE, 2, 10, "05 00 02 00 00 19"),
     (OFF, 0, 50, "01 00 00 00"),

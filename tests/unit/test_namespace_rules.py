@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from configs import config_from
 
 from phobos import namespace
-from phobos.config.load import parse
 from phobos.core.locks import Resource
 from phobos.tools.mount import containing, mounted_at, parse_mountinfo
 
@@ -72,7 +72,7 @@ def test_compare_proves_invisibility() -> None:
 
 def config(device: str | None) -> object:
     storage = {"device": device} if device else {}
-    return parse({"storage": storage}, Path("/etc/phobos/phobos.toml"))
+    return config_from({"storage": storage})
 
 
 @pytest.mark.parametrize(("device", "resources", "inside"), [

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from configs import config_from
 
-from phobos.config.load import DEFAULT_CONFIG, parse
+from phobos.config.load import DEFAULT_CONFIG
 from phobos.config.model import Config
 from phobos.config.show import to_plain
 from phobos.config.tables import EmailConfig
@@ -47,9 +48,9 @@ def finished(outcome: Outcome | None, **extra: Any) -> RunEvent:
 
 def config(notify: dict[str, Any], tmp_path: Path, jobs: tuple[str, ...] = ("nightly",)
            ) -> Config:
-    raw = {"paths": {"state": str(tmp_path / "state")}, "notify": notify,
+    raw = {"notify": notify,
            "jobs": {name: {"kind": "command", "argv": ["true"]} for name in jobs}}
-    return parse(raw, tmp_path / "phobos.toml")
+    return config_from(raw, root=tmp_path)
 
 
 # --- events and messages ---------------------------------------------------------------------

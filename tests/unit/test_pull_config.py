@@ -8,20 +8,18 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from configs import config_from, problems_of
 
-from phobos.config.load import load
 from phobos.config.model import Config
 from phobos.core.locks import Resource
 from phobos.core.model import Outcome
-from phobos.errors import ConfigError, PhobosError, UsageError
+from phobos.errors import PhobosError, UsageError
 from phobos.hosts import AddRequest, config_snippet
 from phobos.jobs.pull import HostResult, PullJob, _failure, _stats, plan_host
 from phobos.tools.rsync import Features
 
 HEADER = """\
 [paths]
-state = "/tmp/x/state"
-run = "/tmp/x/run"
 keys = "/etc/phobos/keys"
 
 [storage]
@@ -43,15 +41,11 @@ bwlimit = "10m"
 
 
 def _load(tmp_path: Path, body: str) -> Config:
-    path = tmp_path / "phobos.toml"
-    path.write_text(HEADER + textwrap.dedent(body))
-    return load(path)
+    return config_from(HEADER + textwrap.dedent(body), root=tmp_path)
 
 
 def _problems(tmp_path: Path, body: str) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        _load(tmp_path, body)
-    return [p.split(": ", 1)[1] for p in info.value.problems]
+    return problems_of(HEADER + textwrap.dedent(body), root=tmp_path)
 
 
 def test_single_and_several_hosts(tmp_path: Path) -> None:

@@ -4,15 +4,14 @@ jobs with the expected wait, next run and overdue verdicts, and the renderings."
 from __future__ import annotations
 
 import json
-import textwrap
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from configs import config_from
 
 from phobos.__main__ import main
-from phobos.config.load import load
 from phobos.config.model import Config
 from phobos.core.history import History
 from phobos.core.model import Outcome
@@ -20,10 +19,6 @@ from phobos.schedule.plan import job_timing, plan_window, typical_duration
 from phobos.schedule.timeline import plan_json, render_svg, render_text, table_rows
 
 CONFIG = """
-[paths]
-state = "{root}/state"
-run = "{root}/run"
-
 [repos.main]
 path = "/backup/borg"
 
@@ -68,9 +63,7 @@ SUNDAY = datetime(2026, 1, 4, 0, 0, tzinfo=UTC)
 
 @pytest.fixture
 def setup(tmp_path: Path) -> tuple[Config, History]:
-    path = tmp_path / "phobos.toml"
-    path.write_text(textwrap.dedent(CONFIG.format(root=tmp_path)))
-    config = load(path)
+    config = config_from(CONFIG, root=tmp_path)
     history = History.open(config.paths.state)
     return config, history
 
@@ -210,16 +203,10 @@ def test_overdue_notifies_once_per_episode(setup: tuple[Config, History]) -> Non
 def test_overdue_drives_never_synced_or_past_max_age(tmp_path: Path) -> None:
     from phobos.schedule.overdue import overdue_drives
 
-    path = tmp_path / "phobos.toml"
-    path.write_text(textwrap.dedent(f"""
-        [paths]
-        state = "{tmp_path}/state"
-        run = "{tmp_path}/run"
-
+    config = config_from("""
         [drives.ext-a]
         luks_uuid = "0b2caa2d-a032-458c-bc6c-cddeaba2a442"
         max_age = "35d"
-        """))
-    config = load(path)
+        """, root=tmp_path)
     found = overdue_drives(config, SUNDAY)
     assert found == {"drive:ext-a": 0.0}  # never synced: overdue from the start

@@ -24,7 +24,7 @@ TARGET = Target(executable=Path("/usr/bin/phobos"), config=Path("/etc/phobos/pho
 
 # The original setup's NAS: backup filesystem hidden in the namespace, LED, failure mail, two
 # off-site drives, the weekly check, a pull, and a command that pulls over SSH itself.
-SEED = (GOLDEN / "seed.toml").read_text()
+NAS = (GOLDEN / "nas.toml").read_text()
 
 # No namespace, phobos's directories off the standard roots, Borg with its own base
 # directory, a path with a space, the udev drive trigger, a file LED, mail through the
@@ -36,7 +36,7 @@ def _config(text: str) -> Config:
     return parse(tomllib.loads(text), Path("/etc/phobos/phobos.toml"), text)
 
 
-@pytest.mark.parametrize("case, text", [("seed", SEED), ("plain", PLAIN)])
+@pytest.mark.parametrize("case, text", [("nas", NAS), ("plain", PLAIN)])
 def test_golden(case: str, text: str) -> None:
     files = render(_config(text), TARGET)
     directory = GOLDEN / case
@@ -57,7 +57,7 @@ def _lines(text: str, key: str) -> list[str]:
 
 
 def test_every_job_gets_a_service_and_scheduled_ones_a_timer() -> None:
-    files = render(_config(SEED), TARGET)
+    files = render(_config(NAS), TARGET)
     for job in ("backup-luv", "nightly", "check", "sync-nuhc", "offsite"):
         service = files[f"phobos-job-{job}.service"]
         assert _lines(service, "Type") == ["oneshot"]
@@ -74,14 +74,14 @@ def test_every_job_gets_a_service_and_scheduled_ones_a_timer() -> None:
 
 
 def test_failure_template_passes_the_unit_name_unescaped() -> None:
-    text = render(_config(SEED), TARGET)["phobos-failure@.service"]
+    text = render(_config(NAS), TARGET)["phobos-failure@.service"]
     assert _lines(text, "ExecStart") == [
         "/usr/bin/phobos -c /etc/phobos/phobos.toml notify unit-failure %i"]
     assert "OnFailure" not in text  # a failing notice must not loop
 
 
 def test_drive_units_follow_the_luks_uuid() -> None:
-    files = render(_config(SEED), TARGET)
+    files = render(_config(NAS), TARGET)
     drive = files["phobos-drive-ext-a.service"]
     device = r"dev-disk-by\x2duuid-2f1e6b1c\x2d1b8e\x2d4f37\x2d9d53\x2d0c5d0a8e6f11.device"
     assert _lines(drive, "WantedBy") == [device]
@@ -150,12 +150,12 @@ def _service(text: str, job: str, *, visible_storage: bool = False) -> str:
 
 
 def test_sandbox_per_kind() -> None:
-    pull = _service(SEED, "backup-luv", visible_storage=True)
+    pull = _service(NAS, "backup-luv", visible_storage=True)
     assert _lines(pull, "RestrictAddressFamilies") == ["AF_INET AF_INET6"]
     assert "RestrictSUIDSGID=yes" not in pull  # a pull keeps setuid/setgid bits
     assert _lines(pull, "ProtectHome") == ["yes"]
     assert _lines(pull, "ReadWritePaths") == ["-/backup/holding"]
-    check = _service(SEED, "check", visible_storage=True)
+    check = _service(NAS, "check", visible_storage=True)
     assert _lines(check, "RestrictAddressFamilies") == ["none"]
     assert _lines(check, "PrivateNetwork") == ["yes"]
     assert _lines(check, "SystemCallFilter") == ["@system-service", "~@privileged @resources"]
@@ -163,9 +163,9 @@ def test_sandbox_per_kind() -> None:
     assert _lines(check, "ProtectHome") == ["tmpfs"]
     assert "/root/.cache/borg /root/.config/borg" in _lines(check, "BindPaths")
     assert _lines(check, "PrivateDevices") == ["yes"]  # the LED's hidraw is bound in
-    archive = _service(SEED, "nightly", visible_storage=True)
+    archive = _service(NAS, "nightly", visible_storage=True)
     assert _lines(archive, "ProtectHome") == ["read-only"]  # it archives /home
-    offsite = _service(SEED, "offsite")
+    offsite = _service(NAS, "offsite")
     assert _lines(offsite, "PrivateDevices") == ["no"]
     assert "block-* rw" in _lines(offsite, "DeviceAllow")
 
@@ -179,7 +179,7 @@ MOUNT_OPTIONS = ("ProtectSystem", "ProtectHome", "PrivateTmp", "ReadWritePaths",
 def test_drive_units_get_no_mount_namespace_of_their_own() -> None:
     """systemd would copy the host's mount namespace without the nsfs mount that holds
     the backup namespace, and setns() would have nothing to join."""
-    files = render(_config(SEED), TARGET)
+    files = render(_config(NAS), TARGET)
     for unit in (files["phobos-job-offsite.service"], files["phobos-drive-ext-a.service"]):
         assert [key for key in MOUNT_OPTIONS if _lines(unit, key)] == []
         assert _lines(unit, "PrivateMounts") == ["no"]
@@ -196,7 +196,7 @@ def test_drive_units_get_no_mount_namespace_of_their_own() -> None:
 def test_hidden_storage_jobs_mount_it_in_their_own_sandbox(job: str) -> None:
     """Jobs that need the hidden storage but no drive keep every mount-based option and
     mount the storage device in the unit's own namespace."""
-    unit = _service(SEED, job)
+    unit = _service(NAS, job)
     assert _lines(unit, "Environment")[-1] == "PHOBOS_STORAGE_MOUNT=private"
     assert _lines(unit, "ProtectSystem") == ["strict"]
     assert _lines(unit, "PrivateMounts") == ["yes"]
@@ -213,7 +213,7 @@ def test_hidden_storage_jobs_mount_it_in_their_own_sandbox(job: str) -> None:
 
 
 def test_sandbox_override_and_channels() -> None:
-    command = _service(SEED, "sync-nuhc")
+    command = _service(NAS, "sync-nuhc")
     assert _lines(command, "RestrictAddressFamilies") == ["AF_INET AF_INET6"]
     plain = _service(PLAIN, "a.b_c-d")
     # A command gets no network unless [systemd.sandbox.NAME] says so; but the local MTA
@@ -224,7 +224,7 @@ def test_sandbox_override_and_channels() -> None:
 
 
 def test_failure_mail_is_left_to_the_hook() -> None:
-    files = render(_config(SEED), TARGET)
+    files = render(_config(NAS), TARGET)
     assert _lines(files["phobos-job-check.service"], "PrivateNetwork") == ["yes"]
     hook = files["phobos-failure@.service"]
     assert "AF_INET" in _lines(hook, "RestrictAddressFamilies")[0]
@@ -234,15 +234,15 @@ def test_required_directories() -> None:
     assert required_directories(_config(PLAIN)) == [
         Path("/srv/phobos/borg"), Path("/srv/phobos/log"), Path("/srv/phobos/run"),
         Path("/srv/phobos/state")]
-    seed = required_directories(_config(SEED))
-    assert Path("/root/.cache/borg") in seed
-    assert Path("/backup") in seed  # the units mount the hidden storage there themselves
+    nas = required_directories(_config(NAS))
+    assert Path("/root/.cache/borg") in nas
+    assert Path("/backup") in nas  # the units mount the hidden storage there themselves
 
 
 def test_bad_schedule_and_uuid_are_refused() -> None:
     # The config loader refuses these already; rendering checks again because a
     # newline in OnCalendar= or a quote in a udev rule would change their meaning.
-    config = _config(SEED)
+    config = _config(NAS)
     job = dataclasses.replace(config.jobs["check"], schedule="Sun 07:00\nExecStart=/x")
     broken = dataclasses.replace(config, jobs={**config.jobs, "check": job})
     with pytest.raises(SystemdError, match=r"jobs\.check\.schedule"):
@@ -258,6 +258,6 @@ def test_bad_schedule_and_uuid_are_refused() -> None:
 
 
 def test_sandbox_for_an_unknown_job_is_refused() -> None:
-    text = SEED.replace("[systemd.sandbox.sync-nuhc]", "[systemd.sandbox.sync-nuch]")
+    text = NAS.replace("[systemd.sandbox.sync-nuhc]", "[systemd.sandbox.sync-nuch]")
     with pytest.raises(SystemdError, match="did you mean 'sync-nuhc'"):
         render(_config(text), TARGET)
