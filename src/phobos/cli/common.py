@@ -66,11 +66,6 @@ def print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-def say(line: str) -> None:
-    """Progress for a person, on stderr (stdout may be --json)."""
-    print(line, file=sys.stderr, flush=True)
-
-
 def when(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
 

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from phobos.cli.common import json_flag, load_config, no_action, print_json, say, table, verb, when
+from phobos.cli.common import json_flag, load_config, no_action, print_json, table, verb, when
+from phobos.core.console import say
 from phobos.errors import ExitCode, UsageError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -136,7 +137,7 @@ def _passphrase(args: argparse.Namespace) -> str:
 
 def cmd_drive_attached(args: argparse.Namespace) -> ExitCode:
     from phobos.core.model import Trigger, format_duration
-    from phobos.core.runner import echo_stderr, run_job
+    from phobos.core.runner import run_job
     from phobos.drives.identity import by_uuid
     from phobos.drives.rotation import rotation_sets
     from phobos.drives.state import record_event
@@ -156,7 +157,7 @@ def cmd_drive_attached(args: argparse.Namespace) -> ExitCode:
         return ExitCode.OK
     worst = ExitCode.OK
     for job in jobs:
-        report = run_job(config, job, Trigger.DEVICE, echo=None if args.quiet else echo_stderr)
+        report = run_job(config, job, Trigger.DEVICE, echo=None if args.quiet else say)
         tail = f": {report.message}" if report.message else ""
         print(f"{job}: {report.outcome} in {format_duration(report.duration)} "
               f"(run {report.run_id}){tail}")

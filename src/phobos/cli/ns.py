@@ -7,7 +7,8 @@ import argparse
 import os
 from typing import Any
 
-from phobos.cli.common import json_flag, load_config, no_action, print_json, say, verb
+from phobos.cli.common import json_flag, load_config, no_action, print_json, verb
+from phobos.core.console import say
 from phobos.core.proc import direct_runner
 from phobos.errors import ExitCode, UsageError
 

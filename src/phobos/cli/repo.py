@@ -11,8 +11,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from phobos.cli.common import json_flag, load_config, no_action, print_json, say, verb, when
+from phobos.cli.common import json_flag, load_config, no_action, print_json, verb, when
 from phobos.core import locks
+from phobos.core.console import say
 from phobos.errors import ExitCode
 
 

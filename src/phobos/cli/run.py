@@ -21,12 +21,13 @@ def register(verbs: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> ExitCode:
+    from phobos.core.console import say
     from phobos.core.model import Trigger, format_duration
-    from phobos.core.runner import echo_stderr, run_job
+    from phobos.core.runner import run_job
 
     config = load_config(args)
     report = run_job(config, args.job, Trigger(args.trigger),
-                     echo=None if args.quiet else echo_stderr)
+                     echo=None if args.quiet else say)
     if args.json:
         print_json({"run_id": report.run_id, "job": report.job,
                     "outcome": str(report.outcome), "exit_code": int(report.exit_code),

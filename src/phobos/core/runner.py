@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -257,9 +256,3 @@ def _signals_interrupt() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def echo_stderr(line: str) -> None:
-    # One write per line: parallel steps (pulls of several hosts) must not interleave.
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()

@@ -38,7 +38,7 @@ from phobos.errors import PhobosError
 PASSPHRASE = "demo passphrase: correct horse battery staple"
 
 
-def _say(text: str) -> None:
+def _headline(text: str) -> None:
     sys.stderr.write(f"==> {text}\n")
     sys.stderr.flush()
 
@@ -81,17 +81,17 @@ def run_demo(directory: Path | None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     box = Sandbox(root=root.resolve(), keep=directory is not None)
     started = time.monotonic()
-    _say(f"sandbox: {box.root}")
+    _headline(f"sandbox: {box.root}")
     signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: clean up, then leave
     try:
         ok = _day(box)
     except KeyboardInterrupt:
-        _say("interrupted: cleaning up")
+        _headline("interrupted: cleaning up")
         ok = False
     finally:
-        _say("stopping hosts, SMTP sink, namespace; detaching loop devices")
+        _headline("stopping hosts, SMTP sink, namespace; detaching loop devices")
         box.close()
-    _say(f"done in {time.monotonic() - started:.0f}s; "
+    _headline(f"done in {time.monotonic() - started:.0f}s; "
          + (f"sandbox kept at {box.root} (config: {box.config})" if box.keep
             else "sandbox removed (use --dir DIR to keep it)"))
     return 0 if ok else 1
@@ -104,7 +104,7 @@ def _interrupt(_signum: int, _frame: object) -> None:
 def _day(box: Sandbox) -> bool:
     as_root = os.geteuid() == 0
     if not as_root:
-        _say("not root: no network namespaces or loop devices. Local fallback: the pulls "
+        _headline("not root: no network namespaces or loop devices. Local fallback: the pulls "
              "copy local directories, and there is no drive. Run as root for the real thing.")
     hosts = _start_hosts(box) if as_root else {}
     smtp = _smtp_sink(box)  # after joining the lab's network: phobos mails 127.0.0.1 there
@@ -134,13 +134,13 @@ def _day(box: Sandbox) -> bool:
     checks.append(_mail_arrived(smtp))
     for verb in (["status"], ["schedule"], ["led", "show"], *([["drive", "list"]]
                                                             if drives else [])):
-        _say("phobos " + " ".join(verb))
+        _headline("phobos " + " ".join(verb))
         box.phobos(*verb)
     return all(checks)
 
 
 def _step(box: Sandbox, title: str, *args: str) -> None:
-    _say(title)
+    _headline(title)
     result = box.phobos(*args)
     if result.returncode != 0:
         raise PhobosError(f"demo step failed: phobos {' '.join(args)} "
@@ -148,11 +148,11 @@ def _step(box: Sandbox, title: str, *args: str) -> None:
 
 
 def _expect(box: Sandbox, title: str, code: int, *args: str) -> bool:
-    _say(f"{title}: phobos {' '.join(args)}")
+    _headline(f"{title}: phobos {' '.join(args)}")
     started = time.monotonic()
     result = box.phobos(*args)
     verdict = "as expected" if result.returncode == code else f"UNEXPECTED (wanted {code})"
-    _say(f"   exit {result.returncode} after {time.monotonic() - started:.1f}s: {verdict}")
+    _headline(f"   exit {result.returncode} after {time.monotonic() - started:.1f}s: {verdict}")
     return result.returncode == code
 
 
@@ -196,14 +196,14 @@ def _mail_arrived(smtp: _Smtp) -> bool:
     for raw in smtp.messages:
         subject = next((line for line in raw.decode(errors="replace").splitlines()
                         if line.startswith("Subject:")), "")
-        _say(f"mail in the admin's mailbox: {subject}")
+        _headline(f"mail in the admin's mailbox: {subject}")
     return bool(smtp.messages)
 
 
 def _start_hosts(box: Sandbox) -> dict[str, Any]:
     from phobos.dev.lab import Lab
 
-    _say("starting remote hosts luv and chew (sshd, each in its own network namespace)")
+    _headline("starting remote hosts luv and chew (sshd, each in its own network namespace)")
     lab = Lab(root=box.root / "lab", names=("luv", "chew"))
     box.cleanups.append(lab.close)
     # This process joins the client namespace: the jobs it starts reach the hosts, and
@@ -235,7 +235,7 @@ def _join_network_namespace(path: Path) -> None:
 
 def _pin_hosts(box: Sandbox, hosts: dict[str, Any]) -> None:
     for name, host in hosts.items():
-        _say(f"phobos host add {name}: pin its host key, print the read-only key line")
+        _headline(f"phobos host add {name}: pin its host key, print the read-only key line")
         result = box.phobos("host", "add", name, host.address, "--root", str(host.srv),
                             "--path", f"{host.srv}/etc", "--path", f"{host.srv}/home",
                             "--yes", "--json",
@@ -249,7 +249,7 @@ def _pin_hosts(box: Sandbox, hosts: dict[str, Any]) -> None:
 
 def _make_drives(box: Sandbox) -> dict[str, str]:
     """Two 64 MiB ext4 images; drive name -> filesystem UUID. Neither is plugged in yet."""
-    _say("making two file-backed drives (ext4 images; plugged in later as loop devices)")
+    _headline("making two file-backed drives (ext4 images; plugged in later as loop devices)")
     uuids = {}
     for name in ("ext-a", "ext-b"):
         image = box.root / f"{name}.img"
@@ -267,7 +267,7 @@ def _plug(box: Sandbox, name: str) -> None:
     device = proc.run(["losetup", "--find", "--show", str(box.root / f"{name}.img")],
                       capture=True).stdout.strip()
     box.loops.append(device)
-    _say(f"drive {name} plugged in as {device}")
+    _headline(f"drive {name} plugged in as {device}")
 
 
 def _destroy_namespace(box: Sandbox) -> None:
