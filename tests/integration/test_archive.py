@@ -14,7 +14,7 @@ from typing import Any
 
 from borgbox import BorgBox, initialized, make_tree, wait_for
 
-from phobos.tools import borg as borgtool
+from phobos.tools import borg_repository
 
 
 def test_create_records_stats(sandbox: Any) -> None:
@@ -127,9 +127,9 @@ def test_sigkill_during_create_then_next_run_and_check_are_clean(sandbox: Any) -
     box = initialized(sandbox)
     make_tree(box.root / "src" / "bulk", files=12, size=25_000_000, seed=3)  # 300 MB
     proc = sandbox.start("run", "nightly")
-    wait_for(lambda: any(h.exclusive for h in borgtool.lock_holders(box.repo)),
+    wait_for(lambda: any(h.exclusive for h in borg_repository.lock_holders(box.repo)),
              what="borg create holding its lock")
-    borg_pid = borgtool.lock_holders(box.repo)[0].pid
+    borg_pid = borg_repository.lock_holders(box.repo)[0].pid
     time.sleep(0.7)  # mid-way through the ~2 s create
     assert proc.poll() is None
     os.kill(proc.pid, signal.SIGKILL)

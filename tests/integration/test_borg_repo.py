@@ -86,7 +86,8 @@ BORG = borgtool.Borg(path="borg", version=(1, 4, 5))
 
 def test_host_id_is_the_same_in_a_network_namespace_without_mac() -> None:
     """Borg's own default would be random there (uuid.getnode() finds no MAC)."""
-    probe = [sys.executable, "-c", "from phobos.tools.borg import host_id; print(host_id())"]
+    probe = [sys.executable, "-c",
+             "from phobos.tools.borg_repository import host_id; print(host_id())"]
     env = {k: v for k, v in os.environ.items() if k != "BORG_HOST_ID"}
     inside = [subprocess.run(["unshare", "--net", *probe], capture_output=True, text=True,
                              env=env, check=True).stdout.strip() for _ in range(2)]

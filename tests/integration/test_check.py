@@ -10,7 +10,7 @@ from typing import Any
 
 from borgbox import BorgBox, initialized
 
-from phobos.tools import borg as borgtool
+from phobos.tools import borg_repository
 
 CHECKS = """\
     [jobs.full]
@@ -47,7 +47,7 @@ def test_full_check_records_a_complete_pass(sandbox: Any) -> None:
     stats = box.last_run("full")["stats"]
     assert stats["mode"] == "full" and stats["coverage"] == 1.0 and stats["pass_complete"]
     assert stats["last_full_pass"] is not None
-    assert stats["segments"] == len(borgtool.segment_ids(box.repo))
+    assert stats["segments"] == len(borg_repository.segment_ids(box.repo))
     box.ok("run", "recent")
     recent = box.last_run("recent")
     assert recent["stats"]["mode"] == "archives"
@@ -72,7 +72,7 @@ def test_sliced_checks_advance_coverage_until_a_pass_completes(sandbox: Any) -> 
     box = initialized(sandbox)
     _with_checks(box)
     _big_repo(box)
-    total = len(borgtool.segment_ids(box.repo))
+    total = len(borg_repository.segment_ids(box.repo))
     assert total > 200
     seen: list[dict[str, Any]] = []
     for _ in range(40):
@@ -92,7 +92,7 @@ def test_sliced_checks_advance_coverage_until_a_pass_completes(sandbox: Any) -> 
     assert seen[-1]["last_full_pass"] is not None
     assert len({s["pass_started"] for s in seen}) == 1  # one pass, started by the first
     assert all(s["max_duration_arg"] == 1 for s in seen)
-    assert borgtool.check_position(box.repo) is None
+    assert borg_repository.check_position(box.repo) is None
     # the next slice starts a new pass
     box.ok("run", "slice")
     again = box.last_run("slice")["stats"]
@@ -104,7 +104,7 @@ def test_sliced_checks_advance_coverage_until_a_pass_completes(sandbox: Any) -> 
 
 
 def _corrupt_a_segment(repo: Path) -> Path:
-    segments = borgtool.segment_ids(repo)
+    segments = borg_repository.segment_ids(repo)
     biggest = max((repo / "data" / str(s // 1000) / str(s) for s in segments),
                   key=lambda p: p.stat().st_size)
     with biggest.open("r+b") as handle:

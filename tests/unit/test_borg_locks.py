@@ -13,9 +13,10 @@ from phobos.core.step import Step
 from phobos.repos.borg_locks import guarded, wait_for_borg_locks
 from phobos.repos.repo import Repo
 from phobos.tools import borg as b
+from phobos.tools import borg_repository
 
 BORG14 = b.Borg(path="/usr/bin/borg", version=(1, 4, 5))
-NODE = b.host_id()  # "this host" as phobos tells Borg to name it
+NODE = borg_repository.host_id()  # "this host" as phobos tells Borg to name it
 
 
 def repo(tmp_path: Path, lock_wait: float = 60.0) -> Repo:

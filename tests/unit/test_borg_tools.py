@@ -11,6 +11,7 @@ import pytest
 
 from phobos.errors import ToolMissing
 from phobos.tools import borg as b
+from phobos.tools import borg_repository
 
 BORG14 = b.Borg(path="/usr/bin/borg", version=(1, 4, 5))
 BORG12 = b.Borg(path="/usr/bin/borg", version=(1, 2, 4))
@@ -155,12 +156,13 @@ def test_meaning(code: int, words: str) -> None:
 
 
 def test_lock_holders_from_roster(tmp_path: Path) -> None:
-    assert b.lock_holders(tmp_path) == []
+    assert borg_repository.lock_holders(tmp_path) == []
     (tmp_path / "lock.exclusive").mkdir()
-    node = f"whatever@{b.host_id().rpartition('@')[2]}"  # the host part is what counts
+    # The host part is what counts.
+    node = f"whatever@{borg_repository.host_id().rpartition('@')[2]}"
     roster = {"exclusive": [[node, os.getpid(), 0], ["other.example@1", 77, 0]]}
     (tmp_path / "lock.roster").write_text(json.dumps(roster))
-    mine, remote = b.lock_holders(tmp_path)
+    mine, remote = borg_repository.lock_holders(tmp_path)
     assert mine.local and mine.alive and mine.exclusive and mine.pid == os.getpid()
     assert mine.command  # this very process's command line
     assert "this host" in mine.describe() and "since" in mine.describe()
@@ -169,25 +171,25 @@ def test_lock_holders_from_roster(tmp_path: Path) -> None:
 
 
 def test_stale_lock_is_described_as_stale(tmp_path: Path) -> None:
-    node = b.host_id()
+    node = borg_repository.host_id()
     dead = 2**22 + 12345  # above pid_max on this machine: never alive
     (tmp_path / "lock.roster").write_text(json.dumps({"exclusive": [[node, dead, 0]]}))
-    (holder,) = b.lock_holders(tmp_path)
+    (holder,) = borg_repository.lock_holders(tmp_path)
     assert holder.alive is False and "stale" in holder.describe()
 
 
 def test_check_position_and_segments(tmp_path: Path) -> None:
     (tmp_path / "config").write_text("[repository]\nversion = 1\nkey = abc\n\tdef\n")
-    assert b.check_position(tmp_path) is None
+    assert borg_repository.check_position(tmp_path) is None
     (tmp_path / "config").write_text("[repository]\nversion = 1\nlast_segment_checked = 41\n")
-    assert b.check_position(tmp_path) == 41
+    assert borg_repository.check_position(tmp_path) == 41
     for directory, names in (("0", ["0", "3", "999"]), ("1", ["1000", "1002"])):
         (tmp_path / "data" / directory).mkdir(parents=True)
         for name in names:
             (tmp_path / "data" / directory / name).write_bytes(b"")
     (tmp_path / "data" / "0" / "index.5").write_bytes(b"")
-    assert b.segment_ids(tmp_path) == [0, 3, 999, 1000, 1002]
-    assert b.segment_ids(tmp_path / "missing") == []
+    assert borg_repository.segment_ids(tmp_path) == [0, 3, 999, 1000, 1002]
+    assert borg_repository.segment_ids(tmp_path / "missing") == []
 
 
 def test_find_caches_the_version_by_binary_identity(tmp_path: Path,
@@ -235,8 +237,8 @@ def test_lock_wait_rewrite_and_exclusive_commands() -> None:
 
 
 def test_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert b.cache_dir(tmp_path, None) is None  # not a repository
+    assert borg_repository.cache_dir(tmp_path, None) is None  # not a repository
     (tmp_path / "config").write_text("[repository]\nid = abc123\n")
-    assert b.cache_dir(tmp_path, Path("/base")) == Path("/base/.cache/borg/abc123")
+    assert borg_repository.cache_dir(tmp_path, Path("/base")) == Path("/base/.cache/borg/abc123")
     monkeypatch.setenv("XDG_CACHE_HOME", "/xdg")
-    assert b.cache_dir(tmp_path, None) == Path("/xdg/borg/abc123")
+    assert borg_repository.cache_dir(tmp_path, None) == Path("/xdg/borg/abc123")

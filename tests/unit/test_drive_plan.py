@@ -23,7 +23,7 @@ from phobos.errors import ConfigError, UsageError
 from phobos.jobs import drive_sync
 from phobos.jobs.drive_sync import DriveSyncJob
 from phobos.tools import borg as borgtool
-from phobos.tools import cryptsetup, rsync
+from phobos.tools import borg_repository, cryptsetup, rsync
 from phobos.tools import mount as mnt
 from phobos.tools.rsync import Entry
 
@@ -146,9 +146,9 @@ def test_holding_area_and_target(tmp_path: Path) -> None:
 def test_borg_base_dir_reaches_borg(tmp_path: Path) -> None:
     config = drives_config(tmp_path, OFFSITE)
     (copy,) = drive_sync.plan(offsite(config), config, Path("/mnt/x"))
-    # No base_dir here: only the stable host id (see borgtool.host_id).
-    assert copy.step.env == {"BORG_HOST_ID": borgtool.host_id()}
-    assert borgtool.base_env(Path("/b")) == {"BORG_HOST_ID": borgtool.host_id(),
+    # No base_dir here: only the stable host id (see borg_repository.host_id).
+    assert copy.step.env == {"BORG_HOST_ID": borg_repository.host_id()}
+    assert borgtool.base_env(Path("/b")) == {"BORG_HOST_ID": borg_repository.host_id(),
                                              "BORG_BASE_DIR": "/b"}
     assert copy.step.explain is not None
     assert copy.step.explain(11) == "file I/O error (drive full?)"

@@ -36,6 +36,7 @@ from phobos.repos.borg_locks import guarded
 from phobos.repos.repo import Repo, repo_problems
 from phobos.repos.resources import repo_resources
 from phobos.tools import borg as borgtool
+from phobos.tools import borg_repository
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -198,7 +199,7 @@ def execute(ctx: RunContext) -> None:
 def _run_repository_check(ctx: RunContext, job: CheckJob, repo: Repo, asked: int | None,
                           previous: Previous) -> None:
     path = repo.config.path
-    before = borgtool.check_position(path)
+    before = borg_repository.check_position(path)
     started, result = time.monotonic(), None
     try:
         result = guarded(ctx.run, repo, ctx.log)(plan(job, repo, max_duration_arg=asked,
@@ -208,9 +209,9 @@ def _run_repository_check(ctx: RunContext, job: CheckJob, repo: Repo, asked: int
         # Borg's own run time (it holds the exclusive lock within it); without a result
         # (failure) the time since the step began, waiting for an outside lock included.
         lock_seconds = result.duration if result is not None else time.monotonic() - started
-        after = borgtool.check_position(path) if job.mode == "slice" else None
+        after = borg_repository.check_position(path) if job.mode == "slice" else None
         stats = coverage(mode="full" if job.mode == "full" else "slice", ok=ok,
-                         segments=borgtool.segment_ids(path), before=before, after=after,
+                         segments=borg_repository.segment_ids(path), before=before, after=after,
                          now=time.time(), previous=previous)
         overshoot = previous.overshoot if asked is None else measured_overshoot(
             lock_seconds=lock_seconds, asked=asked, stopped_for_time=after is not None,

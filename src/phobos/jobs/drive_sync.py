@@ -41,11 +41,11 @@ from phobos.drives.identity import Drive, get
 from phobos.drives.state import record_sync
 from phobos.errors import Absent, PhobosError, StepFailed
 from phobos.tools import borg as borgtool
+from phobos.tools import borg_repository, rsync
 from phobos.tools import mount as mnt
-from phobos.tools import rsync
 from phobos.tools.rsync import Entry
 
-REPO_EXCLUDES = tuple(f"--exclude=/{name}" for name in borgtool.LOCK_FILES)
+REPO_EXCLUDES = tuple(f"--exclude=/{name}" for name in borg_repository.LOCK_FILES)
 
 
 def _nonempty(names: tuple[str, ...]) -> str | None:

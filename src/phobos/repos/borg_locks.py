@@ -17,10 +17,11 @@ from phobos.core.proc import Log, StepRunner
 from phobos.core.step import Step
 from phobos.repos.repo import Repo
 from phobos.tools import borg as borgtool
+from phobos.tools import borg_repository
 
 
-def _blocking(holders: Iterable[borgtool.LockHolder],
-              exclusive: bool) -> list[borgtool.LockHolder]:
+def _blocking(holders: Iterable[borg_repository.LockHolder],
+              exclusive: bool) -> list[borg_repository.LockHolder]:
     # A holder on another host may be alive: only Borg on that host could tell.
     return [h for h in holders if h.alive is not False and h.pid != os.getpid()
             and (exclusive or h.exclusive)]
@@ -37,11 +38,11 @@ def wait_for_borg_locks(repo: Repo, *, exclusive: bool, log: Log,
     removing one. Gives up waiting when ``lock_wait`` has passed and lets Borg fail,
     which explains its lock error with the holder.
     """
-    places = [repo.config.path, borgtool.cache_dir(repo.config.path, repo.config.base_dir)]
+    places = [repo.config.path, borg_repository.cache_dir(repo.config.path, repo.config.base_dir)]
     deadline = time.monotonic() + repo.config.lock_wait
     next_report = 0.0
     while True:
-        holders = [h for place in places if place for h in borgtool.lock_holders(place)]
+        holders = [h for place in places if place for h in borg_repository.lock_holders(place)]
         live = _blocking(holders, exclusive)
         if not live or time.monotonic() >= deadline:
             break
@@ -70,7 +71,7 @@ def _ancestors(pid: int) -> Iterator[int]:
         pid = int(stat.rsplit(")", 1)[1].split()[1])  # field 4: the parent's PID
 
 
-def _whose(holder: borgtool.LockHolder, lock_dir: Path | None) -> str:
+def _whose(holder: borg_repository.LockHolder, lock_dir: Path | None) -> str:
     """"by job NAME (...)" when a phobos run started the holder (a drive sync's
     ``borg with-lock``), else "outside phobos"."""
     if holder.local and lock_dir is not None:

@@ -23,6 +23,7 @@ from phobos.config.tables import RepoConfig
 from phobos.core.step import Step
 from phobos.errors import PhobosError, UsageError
 from phobos.tools import borg as borgtool
+from phobos.tools import borg_repository
 
 # --- configuration ---------------------------------------------------------------------
 
@@ -87,7 +88,7 @@ def explainer(repo_path: Path, *, problems_fail: bool = False) -> Callable[[int]
             return "the check found problems in the repository (see the log)"
         meaning = borgtool.meaning(code)
         if code in borgtool.LOCK_CODES or code == 2:
-            holders = [h for h in borgtool.lock_holders(repo_path) if h.pid != os.getpid()]
+            holders = [h for h in borg_repository.lock_holders(repo_path) if h.pid != os.getpid()]
             if holders:
                 meaning += "; " + "; ".join(h.describe() for h in holders)
         return meaning

@@ -10,7 +10,7 @@ from typing import Any
 from phobos.config.model import Config
 from phobos.config.tables import RepoConfig
 from phobos.repos.repo import repo_config
-from phobos.tools import borg as borgtool
+from phobos.tools import borg_repository
 
 
 def _latest_stats(config: Config, history: Any, repo: str, kind: str,
@@ -39,15 +39,15 @@ def _hidden_from_here(config: Config, repo: RepoConfig) -> bool:
 
 
 def _files_summary(path: Path) -> dict[str, Any]:
-    segments = borgtool.segment_ids(path)
-    position = borgtool.check_position(path)
+    segments = borg_repository.segment_ids(path)
+    position = borg_repository.check_position(path)
     return {
         "initialized": (path / "config").is_file(),
         "segments": len(segments),
         "check_position": position,
         "pass_coverage": (round(sum(1 for s in segments if s <= position) / len(segments), 4)
                           if position is not None and segments else None),
-        "borg_locks": [h.describe() for h in borgtool.lock_holders(path)],
+        "borg_locks": [h.describe() for h in borg_repository.lock_holders(path)],
     }
 
 
