@@ -27,8 +27,13 @@ busy_timeout = "{timeout}"
 
 [jobs.reader-1]
 kind = "command"
-argv = ["sh", "-c", "touch {root}/r1.started; sleep 1.5"]
+argv = ["sh", "-c", "touch {root}/r1.started; {hold}"]
 reads = ["custom:shared"]
+
+[jobs.holder]
+kind = "command"
+argv = ["sh", "-c", "touch {root}/holder.started; {hold}"]
+writes = ["custom:shared"]
 
 [jobs.reader-2]
 kind = "command"
@@ -50,7 +55,15 @@ def wait_for(path: Path, timeout: float = 20) -> None:
 
 
 def setup(sandbox: Sandbox, policy: str = "wait", timeout: str = "1h") -> None:
-    sandbox.write(JOBS.format(root=sandbox.root, policy=policy, timeout=timeout))
+    # Jobs that must still run while a test starts others hold until the test says so
+    # (at most 20 s): a fixed sleep would end early on a loaded machine.
+    hold = (f"i=0; while [ ! -e {sandbox.root}/release ] && [ $i -lt 400 ]; "
+            "do sleep 0.05; i=$((i+1)); done")
+    sandbox.write(JOBS.format(root=sandbox.root, policy=policy, timeout=timeout, hold=hold))
+
+
+def release(sandbox: Sandbox) -> None:
+    (sandbox.root / "release").touch()
 
 
 def runs(sandbox: Sandbox) -> dict[str, dict[str, object]]:
@@ -102,9 +115,10 @@ def test_fail_policy_records_failed(sandbox: Sandbox) -> None:
 
 def test_wait_gives_up_after_busy_timeout_as_skipped(sandbox: Sandbox) -> None:
     setup(sandbox, timeout="0.5s")
-    first = sandbox.start("run", "writer-a")
-    wait_for(sandbox.root / "a.started")
+    first = sandbox.start("run", "holder")
+    wait_for(sandbox.root / "holder.started")
     second = sandbox.phobos("run", "writer-b")
+    release(sandbox)
     assert second.returncode == 3
     assert "giving up in" in second.stderr
     assert first.wait(30) == 0
@@ -116,6 +130,7 @@ def test_readers_share_and_unrelated_jobs_run_together(sandbox: Sandbox) -> None
     wait_for(sandbox.root / "r1.started")
     assert sandbox.phobos("run", "reader-2").returncode == 0
     assert sandbox.phobos("run", "other").returncode == 0
+    release(sandbox)
     assert first.wait(30) == 0
     assert overlaps(sandbox, "reader-1", "reader-2")
     assert overlaps(sandbox, "reader-1", "other")

@@ -123,7 +123,7 @@ def _target(config_file: Path) -> Target:
     return Target(executable=PHOBOS, config=config_file)
 
 
-@pytest.mark.parametrize("case", ["seed", "plain", "kinds", "kinds-namespace"])
+@pytest.mark.parametrize("case", ["nas", "plain", "kinds", "kinds-namespace"])
 def test_verify_has_nothing_to_say(case: str, tmp_path: Path) -> None:
     if case.startswith("kinds"):
         config = _kinds_config(namespace=case.endswith("namespace"))
@@ -161,7 +161,7 @@ def test_exposure_per_kind(mode: str, tmp_path: Path) -> None:
 
 
 def test_on_calendar_lines_are_systemd_calendars(tmp_path: Path) -> None:
-    files = render(_config((GOLDEN / "seed.toml").read_text()), _target(tmp_path / "c"))
+    files = render(_config((GOLDEN / "nas.toml").read_text()), _target(tmp_path / "c"))
     specs = [line.split("=", 1)[1] for name, text in files.items() if name.endswith(".timer")
              for line in text.splitlines() if line.startswith("OnCalendar=")]
     assert len(specs) == 5  # four jobs and the hourly overdue check
@@ -196,7 +196,7 @@ def _phobos(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _image_config(tmp_path: Path) -> Path:
-    text = (GOLDEN / "seed.toml").read_text()
+    text = (GOLDEN / "nas.toml").read_text()
     config = tmp_path / "phobos.toml"
     config.write_text(text)
     return config

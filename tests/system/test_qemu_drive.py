@@ -1,7 +1,7 @@
 """The third strand on a real kernel: a QEMU guest (Debian 12, its own kernel with
 device-mapper, udev and USB hotplug) running the installed phobos and the units that
 `phobos systemd install` generates. Drives are image files on the host, plugged into the
-guest as USB sticks through QMP. As in the seed, the backup filesystem (a loop device in
+guest as USB sticks through QMP. As in the original setup, the backup filesystem (a loop device in
 the guest) is mounted only inside the backup namespace, so the archive and pull units join
 it too.
 
@@ -323,7 +323,7 @@ def _registered(nas: Nas) -> dict[str, str]:
 
 def _set_up(nas: Nas) -> None:
     guest = nas.guest
-    # The backup filesystem, hidden in the backup namespace like the seed's. Borg wants
+    # The backup filesystem, hidden in the backup namespace as in the original setup. Borg wants
     # room for a whole segment plus its indexes (about 550 MB) before it commits.
     guest.sh(f"truncate -s 1G {STORAGE_IMAGE} && mkfs.ext4 -q {STORAGE_IMAGE} && "
              f"losetup {STORAGE_DEVICE} {STORAGE_IMAGE} && mkdir -p /backup")
