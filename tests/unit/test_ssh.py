@@ -23,13 +23,6 @@ from phobos.tools.ssh import Endpoint, HostKey
 KEYS = Path("/etc/phobos/keys")
 EP = Endpoint(name="luv", address="luv.example.org", port=22, user="root",
               identity=KEYS / "pull_ed25519", known_hosts=KEYS / "known_hosts")
-RSH = ("ssh -p 22 -i /etc/phobos/keys/pull_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes "
-       "-o StrictHostKeyChecking=yes -o UserKnownHostsFile=/etc/phobos/keys/known_hosts "
-       "-o GlobalKnownHostsFile=/dev/null -o HostKeyAlias=luv -o UpdateHostKeys=no "
-       "-o ConnectTimeout=20 -o ServerAliveInterval=15 -o ServerAliveCountMax=4")
-BASE = ("rsync", "--archive", "--relative", "--numeric-ids", "--hard-links")
-TAIL = ("--partial", "--partial-dir=.phobos-partial", "--stats", "--no-human-readable")
-DEST = Path("/backup/holding/luv")
 
 
 def _keypair(tmp_path: Path, name: str = "k") -> tuple[HostKey, str]:
