@@ -225,12 +225,13 @@ def test_overview_lists_jobs_led_drives_and_repos(server: Server) -> None:
 def test_timeline_has_the_schedule_and_the_past_week(server: Server) -> None:
     page = get(server.url + "/timeline").body
     schedule = page[page.index('id="schedule"'):page.index('id="week"')]
-    assert "<svg" in schedule and 'class="slot"' in schedule
+    assert "<svg" in schedule and 'class="run"' in schedule
     assert "nightly" in schedule and "pull-luv" in schedule
-    # Both at 03:00 and both write storage: an overlap, marked and explained.
-    assert 'stroke="#e15759"' in schedule
-    assert re.search(r"pull-luv</a> waits ~[^<]+ for <a href=\"/jobs/nightly\">nightly|"
-                     r"nightly</a> waits ~[^<]+ for <a href=\"/jobs/pull-luv\">pull-luv", page)
+    # Both at 03:00 and both write storage: nightly comes first in the config, so
+    # pull-luv waits (hatched) for nightly's nominal minute (it never succeeded).
+    assert 'class="waiting"' in schedule
+    assert re.search(r"<li>\S+ +pull-luv at 03:00 waits 1m for nightly \(storage\)</li>", page)
+    assert "offsite</a>: duration unknown (no runs yet); set" in page
     week = page[page.index('id="week"'):]
     assert week.count('<a href="/runs/') == 3  # every real run of the week
     assert 'class="run failed"' in week and 'class="run success"' in week

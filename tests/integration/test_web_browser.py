@@ -155,14 +155,14 @@ def test_timeline(browser: WebDriver, server: Server, shots: Path) -> None:
     browser.get(server.url + "/timeline")
     schedule = box(browser, "#schedule svg")
     assert schedule["width"] >= 300 and schedule["height"] >= 60, schedule
-    slots = browser.find_elements(By.CSS_SELECTOR, "#schedule svg rect.slot")
+    slots = browser.find_elements(By.CSS_SELECTOR, "#schedule svg rect.run")
     assert len(slots) >= 2
     assert all(s.rect["width"] > 0 and s.rect["height"] > 0 for s in slots)
     week = box(browser, "#week svg")
     assert week["width"] >= 300 and week["height"] >= 40, week
     assert len(browser.find_elements(By.CSS_SELECTOR, "#week svg g.run")) == 3
     text = visible_text(browser)
-    assert "Next 24 hours" in text and "Past week" in text and "waits ~" in text
+    assert "Next 24 hours" in text and "Past week" in text and "waits 1m for nightly" in text
     fits_the_screen(browser)
     shoot(browser, shots, "timeline")
 

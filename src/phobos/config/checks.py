@@ -5,7 +5,7 @@ expressions, URLs, listen addresses and references to other tables. Each returns
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from phobos.config.schema import Problems, suggest
@@ -74,3 +74,54 @@ def check_ref(problems: Problems, path: tuple[str, ...], table: str, name: str,
     if name not in known:
         problems.add(path, f"no {table} named {name!r}" + (suggest(name, known) or
                                                            f" (define [{table}s.{name}])"))
+
+
+def after_problems(after: Mapping[str, tuple[str, ...]], known: Collection[str],
+                   problems: Problems) -> None:
+    """Record problems of the jobs' ``after`` lists: names of no job (``known``: every job
+    table, also those with problems of their own), a job after itself, a name twice, and
+    jobs that wait for each other in a circle (nothing would ever start)."""
+    for name, others in after.items():
+        for index, other in enumerate(others):
+            path = ("jobs", name, "after", f"[{index}]")
+            if other == name:
+                problems.add(path, "a job cannot run after itself")
+            elif other not in known:
+                problems.add(path, f"no job named {other!r}"
+                             + (suggest(other, known) or f" (define [jobs.{other}])"))
+            elif other in others[:index]:
+                problems.add(path, f"{other!r} is listed twice")
+    for circle in after_cycles(after):
+        if len(circle) == 1:
+            continue  # reported above: a job after itself
+        problems.add(("jobs", circle[0], "after"), "these jobs wait for each other in a circle, "
+                     "so none would start: " + " → ".join([*circle, circle[0]])
+                     + "; remove one of the `after` entries")
+
+
+def after_cycles(after: Mapping[str, tuple[str, ...]]) -> list[list[str]]:
+    """Each circle of ``after`` references once, as job names from its first job in
+    ``after``'s order (``a`` after ``b``, ``b`` after ``a``: ``[["a", "b"]]``)."""
+    order = {name: index for index, name in enumerate(after)}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    circles: list[list[str]] = []
+    for root in after:
+        if root in state:
+            continue
+        state[root] = 1
+        path = [root]
+        stack = [iter(after[root])]
+        while stack:
+            nxt = next((s for s in stack[-1] if s in after), None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                circle = path[path.index(nxt):]
+                first = min(range(len(circle)), key=lambda i: order[circle[i]])
+                circles.append(circle[first:] + circle[:first])
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(after[nxt]))
+    return circles

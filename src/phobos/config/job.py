@@ -34,6 +34,12 @@ class JobBase:
     randomized_delay: Duration | None = setting(None, doc="Delay each timer start by a random "
                                                 "time up to this long (systemd "
                                                 "RandomizedDelaySec=).")
+    after: tuple[str, ...] = setting((), doc="Jobs this one runs after: when they fire in the "
+                                     "same slot (or are still running), this job starts once "
+                                     "they have finished, whatever their outcome, in this "
+                                     "order. A chain of `after` runs like borgmatic's "
+                                     "configurations, one after another. See "
+                                     "docs/schedule.md.")
 
     def resources(self, config: Config) -> tuple[Resource, ...]:
         """The resources this job reads or writes, derived from its settings."""

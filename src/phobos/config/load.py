@@ -14,7 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from phobos.config.checks import name_problem
+from phobos.config.checks import after_problems, name_problem
 from phobos.config.job import JobBase
 from phobos.config.model import Config, TopLevel
 from phobos.config.schema import Problems, build, line_of, locate_keys
@@ -70,6 +70,9 @@ def parse(raw: dict[str, Any], path: Path, source: str = "") -> Config:
                         systemd=top.systemd, web=top.web)
         for name, job in jobs.items():
             job.check_refs(config, ("jobs", name), problems)
+    raw_jobs = raw.get("jobs", {})
+    after_problems({name: job.after for name, job in jobs.items()},
+                   raw_jobs if isinstance(raw_jobs, dict) else {}, problems)
     if problems or config is None:
         raise _config_error(path, source, problems)
     return config

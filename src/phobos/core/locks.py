@@ -5,6 +5,12 @@ A job declares the resources it reads or writes (``holding:luv``, ``repo:main``,
 least one writes it: readers take shared locks, writers exclusive ones. Locks are
 always taken in one global order (sorted by name), so two runs can never deadlock.
 
+Waiting runs take their turn in a fair line (:mod:`phobos.core.queue`): a run holds a
+ticket from its first attempt until it releases its locks, tries its locks only when no
+run ahead of it in line wants a conflicting resource, and then takes all of them at once
+(in the global order; if one is held it releases the others and tries again), so a
+waiting run never sits on a resource that someone else could use meanwhile.
+
 The kernel releases a flock when its holder dies, even by SIGKILL, so a lock can
 never be left behind. Who holds a lock is written next to it as
 ``NAME.PID.holder`` (JSON: job, run id, PID, since); a record counts only while
@@ -22,9 +28,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from phobos.core.files import write_atomic
 from phobos.core.model import BusyPolicy, format_duration
+from phobos.core.queue import Line, Place, Ticket, Wait
 from phobos.errors import Busy, PhobosError
 
 POLL_SECONDS = 0.2
@@ -107,6 +115,19 @@ def _file_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name.replace(":", "--"))
 
 
+class Order(Protocol):
+    """Rules deciding a run's turn beyond the line itself (see phobos.core.order)."""
+
+    place: Place
+
+    def __call__(self, tickets: Sequence[Ticket]) -> Wait | None: ...
+
+    def held_back(self, ticket: Ticket, tickets: Sequence[Ticket]) -> bool: ...
+
+
+BUSY_HINT = "the job will run next time, or wait with on_busy = \"wait\""
+
+
 class LockSet:
     """Locks held by one run; released by :meth:`release` or when the process dies."""
 
@@ -114,80 +135,136 @@ class LockSet:
         self.directory = directory
         self.job = job
         self.run_id = run_id
-        self._held: list[tuple[Resource, int, Path]] = []
+        self._held: list[tuple[Resource, int]] = []
+        self._line: Line | None = None
 
     def acquire(self, resources: Sequence[Resource], policy: BusyPolicy, timeout: float,
-                on_wait: Callable[[str], None] | None = None) -> None:
-        """Take every lock in global order, applying ``policy`` when one is held.
+                on_wait: Callable[[str], None] | None = None,
+                order: Order | None = None) -> None:
+        """Wait for this run's turn, then take every lock at once, in global order.
 
-        ``wait`` polls until ``timeout`` seconds have passed, then raises Busy;
-        ``skip`` and ``fail`` raise Busy at once (the runner records skip vs fail).
-        On any exception the locks taken so far are released.
+        The run's place in line is ``order.place`` (without ``order``: now). While
+        ``order`` names something to wait for, or a run ahead in line or a holder has a
+        conflicting resource, ``wait`` polls until ``timeout`` seconds have passed, then
+        raises Busy; ``skip`` and ``fail`` raise Busy at once when a resource is busy
+        (but wait for their turn like everyone). On any exception (also an interruption
+        by a signal) nothing stays held and the ticket is given back.
         """
         self.directory.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + timeout
+        merged = merge(resources)
+        place = order.place if order is not None else Place(time.time())
+        self._line = Line(self.directory / "queue", job=self.job, run_id=self.run_id,
+                          place=place, resources={r.name: r.write for r in merged})
         try:
-            for res in merge(resources):
-                self._take(res, policy, deadline, on_wait)
+            self._line.enter()
+            self._wait_turn(merged, policy, time.monotonic() + timeout, on_wait, order)
         except BaseException:
             self.release()
             raise
 
-    def _take(self, res: Resource, policy: BusyPolicy, deadline: float,
-              on_wait: Callable[[str], None] | None) -> None:
-        path = self.directory / f"{_file_stem(res.name)}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        mode = fcntl.LOCK_EX if res.write else fcntl.LOCK_SH
+    def _wait_turn(self, merged: list[Resource], policy: BusyPolicy, deadline: float,
+                   on_wait: Callable[[str], None] | None, order: Order | None) -> None:
+        reported: tuple[str, ...] | None = None
         next_report = 0.0
         while True:
-            try:
-                fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                try:
-                    blockers = holders(self.directory, res.name)
-                except PhobosError:  # /proc/locks hidden (systemd's ProcSubset=pid)
-                    blockers = []  # naming the holder must not turn a wait into a failure
-                who = "; ".join(h.describe() for h in blockers) or "another process"
-                if policy is not BusyPolicy.WAIT or time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise Busy(f"{res.name} is busy: held by {who}",
-                               "the job will run next time, or wait with on_busy = \"wait\""
-                               ) from None
-                if on_wait is not None and time.monotonic() >= next_report:
-                    left = format_duration(deadline - time.monotonic())
-                    on_wait(f"waiting for {res.name}, held by {who} (giving up in {left})")
-                    next_report = time.monotonic() + REPORT_EVERY_SECONDS
-                time.sleep(POLL_SECONDS)
-        record = self._write_holder(res)
-        self._held.append((res, fd, record))
+            wait = self._blocked(merged, order)
+            if wait is None:
+                return
+            if (wait.busy and policy is not BusyPolicy.WAIT) or time.monotonic() >= deadline:
+                raise Busy(wait.refusal or f"gave up {wait.text}", BUSY_HINT if wait.busy
+                           else "raise busy_timeout, or see why the run it waits for is late")
+            if on_wait is not None and (wait.jobs != reported
+                                        or time.monotonic() >= next_report):
+                left = format_duration(deadline - time.monotonic())
+                on_wait(f"{wait.text} (giving up in {left})")
+                reported, next_report = wait.jobs, time.monotonic() + REPORT_EVERY_SECONDS
+            time.sleep(POLL_SECONDS)
 
-    def _write_holder(self, res: Resource) -> Path:
-        record = self.directory / f"{_file_stem(res.name)}.{os.getpid()}.holder"
+    def _blocked(self, merged: list[Resource], order: Order | None) -> Wait | None:
+        """What keeps this run from its locks now; None once it holds them all."""
+        assert self._line is not None
+        tickets = self._line.tickets()
+        if order is not None and (wait := order(tickets)) is not None:
+            return wait
+        ahead = self._line.ahead(tickets, None if order is None else
+                                 lambda t: order.held_back(t, tickets))
+        if ahead:
+            first = ahead[0]
+            shared = first.conflicts(self._line.resources)[0]
+            holding = [h for h in self._holders(shared) if h.pid == first.pid]
+            who = (f"held by {holding[0].describe()}" if holding
+                   else f"{first.describe()} is ahead in line")
+            return _busy(shared, who, [t.job for t in ahead])
+        busy = self._take_all(merged)
+        if busy is None:
+            return None
+        blockers = self._holders(busy.name)
+        who = "; ".join(h.describe() for h in blockers) or "another process"
+        return _busy(busy.name, f"held by {who}", [h.job for h in blockers])
+
+    def _holders(self, resource: str) -> list[Holder]:
+        try:
+            return holders(self.directory, resource)
+        except PhobosError:  # /proc/locks hidden (systemd's ProcSubset=pid)
+            return []  # naming the holder must not turn a wait into a failure
+
+    def _take_all(self, merged: list[Resource]) -> Resource | None:
+        """Every lock at once (then the holder records), or none: the busy resource."""
+        for res in merged:
+            fd = os.open(self._lock_file(res), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_EX if res.write else fcntl.LOCK_SH)
+                            | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                self._unlock()
+                return res
+            self._held.append((res, fd))
+        for res, _ in self._held:
+            self._write_holder(res)
+        return None
+
+    def _lock_file(self, res: Resource) -> Path:
+        return self.directory / f"{_file_stem(res.name)}.lock"
+
+    def _holder_file(self, res: Resource) -> Path:
+        return self.directory / f"{_file_stem(res.name)}.{os.getpid()}.holder"
+
+    def _write_holder(self, res: Resource) -> None:
         data = {"resource": res.name, "job": self.job, "run_id": self.run_id,
                 "pid": os.getpid(), "since": time.time(), "write": res.write}
-        write_atomic(record, json.dumps(data))
-        return record
+        write_atomic(self._holder_file(res), json.dumps(data))
+
+    def _unlock(self) -> None:
+        while self._held:
+            res, fd = self._held.pop()
+            with contextlib.suppress(FileNotFoundError):
+                self._holder_file(res).unlink()
+            os.close(fd)  # closing the last descriptor drops the flock
 
     def release(self) -> None:
-        """Release every lock this set holds (idempotent)."""
-        while self._held:
-            _, fd, record = self._held.pop()
-            with contextlib.suppress(FileNotFoundError):
-                record.unlink()
-            os.close(fd)  # closing the last descriptor drops the flock
+        """Release every lock this set holds and leave the line (idempotent)."""
+        self._unlock()
+        if self._line is not None:
+            self._line.leave()
 
     @property
     def held(self) -> list[Resource]:
-        return [res for res, _, _ in self._held]
+        return [res for res, _ in self._held]
+
+
+def _busy(resource: str, who: str, jobs: Sequence[str]) -> Wait:
+    return Wait(f"waiting for {resource}, {who}", tuple(dict.fromkeys(jobs)), busy=True,
+                refusal=f"{resource} is busy: {who}")
 
 
 @contextlib.contextmanager
 def locked(directory: Path, job: str, run_id: int, resources: Sequence[Resource],
            policy: BusyPolicy, timeout: float,
-           on_wait: Callable[[str], None] | None = None) -> Iterator[LockSet]:
+           on_wait: Callable[[str], None] | None = None,
+           order: Order | None = None) -> Iterator[LockSet]:
     locks = LockSet(directory, job, run_id)
-    locks.acquire(resources, policy, timeout, on_wait)
+    locks.acquire(resources, policy, timeout, on_wait, order)
     try:
         yield locks
     finally:

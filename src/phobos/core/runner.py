@@ -27,6 +27,7 @@ from phobos.core import proc
 from phobos.core.history import History
 from phobos.core.locks import locked
 from phobos.core.model import BusyPolicy, Outcome, Trigger, format_duration
+from phobos.core.order import RunOrder
 from phobos.core.step import Step
 from phobos.errors import Absent, Busy, ExitCode, Interrupted, PhobosError, StepFailed
 from phobos.notify.base import EventKind, Notifier, RunEvent, dispatch
@@ -206,7 +207,7 @@ def _execute(ctx: RunContext,
         enter_for_job(ctx.config, job.resources(ctx.config), ctx.log)
         with locked(ctx.config.paths.run / "locks", ctx.name, ctx.run_id,
                     job.resources(ctx.config), job.on_busy, job.busy_timeout,
-                    on_wait=ctx.log) as held:
+                    on_wait=ctx.log, order=_order(ctx)) as held:
             ctx.history.mark_locked(ctx.run_id)
             if held.held:
                 ctx.log("holding " + ", ".join(str(r) for r in held.held))
@@ -232,6 +233,16 @@ def _execute(ctx: RunContext,
     if ctx.warnings:
         return Outcome.WARNING, ExitCode.OK, "; ".join(ctx.warnings)
     return Outcome.SUCCESS, ExitCode.OK, None
+
+
+def _order(ctx: RunContext) -> RunOrder:
+    """The run's place in line and its `after` rules (phobos.core.order)."""
+    run = ctx.history.run(ctx.run_id)
+    order = RunOrder(ctx.config, ctx.name, run.trigger, run.started, ctx.history)
+    if order.slot is not None:
+        ctx.log(f"on time for the slot at {time.strftime('%H:%M:%S', time.localtime(order.slot))}"
+                f" (place {order.place.rank + 1} of its order)")
+    return order
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)

@@ -1,31 +1,25 @@
-"""When does what run: the schedule table admins used to draw by hand, computed.
+"""How long jobs take and when they run next: the facts the schedule is made of.
 
-From each scheduled job's calendar and its measured durations (median and p90 of its
-successful runs, counted from holding its locks to the end, so waiting is not counted
-as work), :func:`plan_window` lays out every run expected in a window and finds where
-two *conflicting* jobs (a shared resource, at least one writing) would overlap, with
-the wait the later one should expect. Jobs without a schedule (drive-triggered ones)
-are listed with their last and typical run. :func:`job_timing` gives ``phobos status``
-its next run and overdue verdict.
+:func:`typical_duration` gives a job's median and p90 of its successful runs, counted
+from holding its locks to the end (waiting is not work), or its ``estimate``;
+:func:`job_timing` gives ``phobos status`` its next run and overdue verdict. The night
+itself is predicted by :mod:`phobos.schedule.simulate` and drawn by
+:mod:`phobos.schedule.timeline` and :mod:`phobos.schedule.picture`.
 
-Everything here is pure given a config, a history and a moment; rendering lives in
-:mod:`phobos.schedule.timeline`.
+Everything here is pure given a config, a history and a moment.
 """
 
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from phobos.config.job import JobBase
-from phobos.config.model import Config
+from phobos.core import order
 from phobos.core.history import History, Run
-from phobos.core.locks import merge
 from phobos.oncalendar.elapse import next_elapse
-from phobos.oncalendar.errors import CalendarError
-from phobos.oncalendar.parse import parse_calendar
 from phobos.oncalendar.spec import CalendarSpec
 
 DEFAULT_GRACE = timedelta(hours=1)
@@ -46,45 +40,9 @@ class Typical:
                 "samples": self.samples}
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Slot:
-    job: str
-    start: datetime
-    end: datetime  # start + typical median (or a nominal minute when unknown)
-    known: bool = True  # False: no history and no estimate, ``end`` is nominal
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Conflict:
-    """Two runs expected to overlap on a resource: ``later`` should wait ``wait`` seconds."""
-
-    first: Slot
-    later: Slot
-    resources: tuple[str, ...]
-
-    @property
-    def wait(self) -> float:
-        return max(0.0, (self.first.end - self.later.start).total_seconds())
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Plan:
-    start: datetime
-    end: datetime
-    slots: list[Slot]
-    typical: dict[str, Typical]
-    conflicts: list[Conflict]
-    unscheduled: dict[str, Run | None] = field(default_factory=dict)
-
-
 def calendar_of(job: JobBase) -> CalendarSpec | None:
     """The job's parsed schedule, or None when it only runs when triggered."""
-    if job.schedule is None:
-        return None
-    try:
-        return parse_calendar(job.schedule)
-    except CalendarError:
-        return None  # config validation reports it; the schedule view just omits it
+    return order.calendar_of(job)
 
 
 def typical_duration(history: History, name: str, job: JobBase) -> Typical:
@@ -97,60 +55,6 @@ def typical_duration(history: History, name: str, job: JobBase) -> Typical:
     if job.estimate is not None:
         return Typical(median=float(job.estimate), p90=float(job.estimate), source="estimate")
     return Typical(median=None, p90=None, source="unknown")
-
-
-def _conflicting_resources(config: Config, a: JobBase, b: JobBase) -> tuple[str, ...]:
-    ours = {r.name: r.write for r in merge(a.resources(config))}
-    theirs = {r.name: r.write for r in merge(b.resources(config))}
-    return tuple(sorted(name for name in ours.keys() & theirs.keys()
-                        if ours[name] or theirs[name]))
-
-
-def plan_window(config: Config, history: History, start: datetime, end: datetime) -> Plan:
-    """Every expected run in [start, end), typical durations, and conflicts."""
-    typical = {name: typical_duration(history, name, job) for name, job in config.jobs.items()}
-    slots: list[Slot] = []
-    unscheduled: dict[str, Run | None] = {}
-    latest = history.latest_per_job()
-    for name, job in config.jobs.items():
-        spec = calendar_of(job)
-        if spec is None:
-            unscheduled[name] = latest.get(name)
-            continue
-        known = typical[name].median is not None
-        length = timedelta(seconds=typical[name].median or 60.0)
-        slots += [Slot(job=name, start=when, end=when + length, known=known)
-                  for when in _elapses(spec, start, end)]
-    slots.sort(key=lambda s: (s.start, s.job))
-    return Plan(start=start, end=end, slots=slots, typical=typical,
-                conflicts=_conflicts(config, slots), unscheduled=unscheduled)
-
-
-def _elapses(spec: CalendarSpec, start: datetime, end: datetime) -> list[datetime]:
-    found: list[datetime] = []
-    current = start - timedelta(microseconds=1)
-    while len(found) < 10_000:  # a per-second schedule over a week stays far below
-        nxt = next_elapse(spec, current)
-        if nxt is None or nxt >= end:
-            break
-        found.append(nxt)
-        current = nxt
-    return found
-
-
-def _conflicts(config: Config, slots: list[Slot]) -> list[Conflict]:
-    conflicts = []
-    for index, first in enumerate(slots):
-        for later in slots[index + 1:]:
-            if later.start >= first.end:
-                break  # sorted by start: nothing further overlaps ``first``
-            if later.job == first.job:
-                continue
-            shared = _conflicting_resources(config, config.jobs[first.job],
-                                            config.jobs[later.job])
-            if shared:
-                conflicts.append(Conflict(first=first, later=later, resources=shared))
-    return conflicts
 
 
 # --- status: next run and overdue -----------------------------------------------------------

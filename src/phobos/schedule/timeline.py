@@ -1,21 +1,32 @@
-"""Rendering a schedule :class:`~phobos.schedule.plan.Plan`: a terminal table (rich), JSON, SVG.
+"""A simulated window (:class:`~phobos.schedule.simulate.Simulation`) as text and JSON.
 
-The terminal table has the shape of the schedule admins draw by hand (the original setup had
-one): one row per hour, one column per family of jobs (pulls, Borg, drives, other), cells like
-"nightly starts" / "nightly …" / "nightly finishes" — so the hand-made sketch is replaced by
-the real thing.
+The text has the shape of the schedule admins draw by hand (the seed's setup had one): one
+row per hour, one column per family of jobs (Borg, pulls, drives, other), cells like
+"arc-* starts 03:00 (9 in order)" / "arc-* finishes ~04:12" — a chain of ``after`` is one
+entry, as borgmatic's nine configurations were one line. Below it the digest (chains,
+delays, skips, each once), when to start the triggered jobs, and the typical durations.
+The picture is :mod:`phobos.schedule.picture`.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from html import escape
 from typing import Any
 
 from phobos.config.model import Config
 from phobos.core.model import JobKind, format_duration
-from phobos.schedule.plan import Conflict, Plan, Slot
+from phobos.schedule.digest import (
+    chain_label,
+    notes,
+    render_notes,
+    safe_starts,
+    span,
+    triggered_advice,
+)
+from phobos.schedule.simulate import PredictedRun, Simulation
 
 FAMILIES = {JobKind.PULL: "Rsync pulls", JobKind.ARCHIVE: "Borg", JobKind.CHECK: "Borg",
             JobKind.DRILL: "Borg", JobKind.BORGMATIC: "Borg", JobKind.DRIVE_SYNC: "External",
@@ -23,76 +34,143 @@ FAMILIES = {JobKind.PULL: "Rsync pulls", JobKind.ARCHIVE: "Borg", JobKind.CHECK:
 FAMILY_ORDER = ("Borg", "Rsync pulls", "External", "Other")
 
 
-def _hours(plan: Plan) -> Iterator[datetime]:
-    hour = plan.start.replace(minute=0, second=0, microsecond=0)
-    while hour < plan.end:
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One line of the table: a run, or a chain's runs of one slot."""
+
+    label: str
+    family: str
+    planned: float
+    start: float
+    end: float
+    skipped: bool = False
+    note: str = ""
+
+
+def entries(sim: Simulation, config: Config) -> list[Entry]:
+    """The table's entries: a chain's runs of one slot become one."""
+    found: list[Entry] = []
+    grouped: dict[tuple[int, float], list[PredictedRun]] = {}
+    for run in sim.runs:
+        chain = sim.chain_of(run.job)
+        if chain is not None and run.outcome == "run":
+            grouped.setdefault((sim.chains.index(chain), run.planned), []).append(run)
+            continue
+        found.append(_entry(sim, config, run))
+    for (index, _), runs in grouped.items():
+        if len(runs) == 1:
+            found.append(_entry(sim, config, runs[0]))
+            continue
+        found.append(Entry(label=chain_label(sim.chains[index]),
+                           family=FAMILIES[config.jobs[runs[0].job].kind],
+                           planned=runs[0].planned, start=min(r.start for r in runs),
+                           end=max(r.end for r in runs), note=f"{len(runs)} in order"))
+    return sorted(found, key=lambda e: (e.start, e.label))
+
+
+def _entry(sim: Simulation, config: Config, run: PredictedRun) -> Entry:
+    note = ""
+    if run.outcome == "skipped":
+        note = "skipped"
+    elif run.wait >= 60:
+        note = f"timer {_hm(sim, run.planned)}, waits {span(run.wait)}"
+        if run.waits_for:
+            note += f" for {', '.join(run.waits_for[:3])}"
+    elif not run.known:
+        note = "duration unknown"
+    return Entry(label=run.job, family=FAMILIES[config.jobs[run.job].kind],
+                 planned=run.planned, start=run.start, end=run.end,
+                 skipped=run.outcome == "skipped", note=note)
+
+
+def _hm(sim: Simulation, when: float) -> str:
+    return sim.moment(when).strftime("%H:%M")
+
+
+def _hours(sim: Simulation) -> Iterator[datetime]:
+    hour = sim.start.replace(minute=0, second=0, microsecond=0)
+    while hour < sim.end:
         yield hour
-        hour += timedelta(hours=1)
+        hour = sim.moment(hour.timestamp() + 3600)
 
 
-def _cell_text(slot: Slot, hour: datetime, waits: dict[Slot, Conflict]) -> str | None:
-    end_of_hour = hour + timedelta(hours=1)
-    if slot.end <= hour or slot.start >= end_of_hour:
+def _cell_text(sim: Simulation, entry: Entry, hour: float) -> str | None:
+    end_of_hour = hour + 3600
+    if entry.skipped:
+        inside = hour <= entry.planned < end_of_hour
+        return f"{entry.label} {_hm(sim, entry.planned)} skipped" if inside else None
+    starts = hour <= entry.start < end_of_hour
+    if not starts and (entry.end <= hour or entry.start >= end_of_hour):
         return None
-    starts = hour <= slot.start < end_of_hour
-    ends = hour < slot.end <= end_of_hour
+    ends = hour < entry.end <= end_of_hour or entry.start == entry.end
+    note = f" ({entry.note})" if entry.note and starts else ""
     if starts and ends:
-        took = format_duration((slot.end - slot.start).total_seconds()) if slot.known else "?"
-        text = f"{slot.job} {slot.start:%H:%M} ({took})"
-    elif starts:
-        text = f"{slot.job} starts {slot.start:%H:%M}"
-    elif ends:
-        text = f"{slot.job} finishes ~{slot.end:%H:%M}"
-    else:
-        text = f"{slot.job} …"
-    conflict = waits.get(slot)
-    if starts and conflict is not None:
-        text += f" (waits ~{format_duration(conflict.wait)} for {conflict.first.job})"
-    return text
+        took = format_duration(entry.end - entry.start)
+        return f"{entry.label} {_hm(sim, entry.start)}–{_hm(sim, entry.end)} ({took}){note}"
+    if starts:
+        return f"{entry.label} starts {_hm(sim, entry.start)}{note}"
+    if ends:
+        return f"{entry.label} finishes ~{_hm(sim, entry.end)}"
+    return f"{entry.label} …"
 
 
-def table_rows(plan: Plan, config: Config) -> tuple[list[str], list[list[str]]]:
+def table_rows(sim: Simulation, config: Config) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the hour-by-hour table; hours with nothing running are left out."""
-    families = [f for f in FAMILY_ORDER
-                if any(FAMILIES[config.jobs[s.job].kind] == f for s in plan.slots)]
-    waits = {c.later: c for c in plan.conflicts}
-    rows = []
-    for hour in _hours(plan):
-        cells = {family: [] for family in families}  # type: dict[str, list[str]]
-        for slot in plan.slots:
-            text = _cell_text(slot, hour, waits)
+    items = entries(sim, config)
+    families = [f for f in FAMILY_ORDER if any(e.family == f for e in items)]
+    hours = list(_hours(sim))
+    starts = [hour.timestamp() for hour in hours]
+    cells: dict[int, dict[str, list[str]]] = {}
+    for entry in items:  # each entry visits only the hours it touches
+        first = max(0, bisect.bisect_right(starts, min(entry.planned, entry.start)) - 1)
+        last = bisect.bisect_left(starts, max(entry.end, entry.start, entry.planned) + 1e-6)
+        for index in range(first, min(last, len(hours))):
+            text = _cell_text(sim, entry, starts[index])
             if text is not None:
-                cells[FAMILIES[config.jobs[slot.job].kind]].append(text)
-        if any(cells.values()):
-            rows.append([f"{hour:%a %H}00", *("\n".join(cells[f]) for f in families)])
+                row = cells.setdefault(index, {family: [] for family in families})
+                row[entry.family].append(text)
+    rows = [[f"{hours[i]:%a %H}00", *("\n".join(cells[i][f]) for f in families)]
+            for i in sorted(cells)]
     return ["Time", *families], rows
 
 
-def render_text(plan: Plan, config: Config) -> str:
-    """The schedule as a rich table plus conflicts and triggered jobs, as plain text."""
-    from rich.console import Console
-    from rich.table import Table
-
-    headers, rows = table_rows(plan, config)
-    table = Table(*headers, title=f"phobos schedule {plan.start:%Y-%m-%d %H:%M} – "
-                  f"{plan.end:%Y-%m-%d %H:%M}", show_lines=False)
-    for row in rows:
-        table.add_row(*row)
-    console = Console(width=120, record=True, force_terminal=False, color_system=None)
-    with console.capture() as capture:
-        console.print(table if rows else "no scheduled runs in this window")
-        for line in _typical_lines(plan):
-            console.print(line)
-        for line in _conflict_lines(plan):
-            console.print(line)
-        for line in _unscheduled_lines(plan):
-            console.print(line)
-    return capture.get()
+def _grid(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """A plain table whose cells may hold several lines."""
+    split = [[cell.splitlines() or [""] for cell in row] for row in rows]
+    widths = [max([len(h), *(len(line) for row in split for line in row[i])])
+              for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    for row in split:
+        for depth in range(max(len(cell) for cell in row)):
+            lines.append("  ".join((cell[depth] if depth < len(cell) else "").ljust(w)
+                                   for cell, w in zip(row, widths, strict=True)).rstrip())
+    return lines
 
 
-def _typical_lines(plan: Plan) -> list[str]:
+def render_text(sim: Simulation, config: Config) -> str:
+    """The window as text: the hour table, what happens, triggered jobs, durations."""
+    zone = sim.start.strftime("%Z") or sim.start.strftime("%z")
+    lines = [f"phobos schedule {sim.start:%a %Y-%m-%d %H:%M} – {sim.end:%a %Y-%m-%d %H:%M} "
+             f"({zone})", ""]
+    headers, rows = table_rows(sim, config)
+    lines += _grid(headers, rows) if rows else ["no scheduled runs in this window"]
+    said = render_notes(sim, notes(sim, config))
+    lines += ["", "What happens (phobos runs conflicting jobs one after another):"]
+    lines += [f"  {line}" for line in said] or ["  nothing waits for anything."]
+    if sim.triggered:
+        lines += ["", "Triggered jobs (a drive plugged in, or by hand):"]
+        for name, last in sorted(sim.triggered.items()):
+            when = "never run" if last is None else (
+                f"last {datetime.fromtimestamp(last.started):%Y-%m-%d %H:%M} ({last.outcome})")
+            lines.append(f"  {triggered_advice(sim, config, name)}; {when}")
+    lines += _typical_lines(sim)
+    return "\n".join(lines) + "\n"
+
+
+def _typical_lines(sim: Simulation) -> list[str]:
     lines = ["", "Typical durations (median / p90 of successful runs):"]
-    for name, typical in sorted(plan.typical.items()):
+    for name, typical in sorted(sim.typical.items()):
         if typical.source == "unknown":
             lines.append(f"  {name}: unknown (no runs yet; set `estimate` in the config)")
         else:
@@ -102,91 +180,37 @@ def _typical_lines(plan: Plan) -> list[str]:
     return lines
 
 
-def _conflict_lines(plan: Plan) -> list[str]:
-    if not plan.conflicts:
-        return ["", "No overlaps between conflicting jobs."]
-    lines = ["", "Overlaps (phobos serializes these; the later job waits):"]
-    for c in plan.conflicts:
-        lines.append(f"  {c.later.start:%a %H:%M} {c.later.job} waits ~"
-                     f"{format_duration(c.wait)} for {c.first.job} "
-                     f"(shared: {', '.join(c.resources)})")
-    return lines
+def simulation_json(sim: Simulation, config: Config) -> dict[str, Any]:
+    """The window for scripts: ``slots`` (one per predicted run) and the rest."""
+    def iso(when: float) -> str:
+        return sim.moment(when).isoformat()
 
-
-def _unscheduled_lines(plan: Plan) -> list[str]:
-    if not plan.unscheduled:
-        return []
-    lines = ["", "Triggered jobs (no schedule: drive plug-in or by hand):"]
-    for name, last in sorted(plan.unscheduled.items()):
-        typical = plan.typical[name]
-        when = "never run" if last is None else (
-            f"last {datetime.fromtimestamp(last.started):%Y-%m-%d %H:%M} ({last.outcome})")
-        lines.append(f"  {name}: {when}, typically {format_duration(typical.median)}")
-    return lines
-
-
-def plan_json(plan: Plan) -> dict[str, Any]:
-    def slot(s: Slot) -> dict[str, Any]:
-        return {"job": s.job, "start": s.start.isoformat(), "end": s.end.isoformat()}
+    def slot(run: PredictedRun) -> dict[str, Any]:
+        return {"job": run.job, "planned": iso(run.planned), "start": iso(run.start),
+                "end": iso(run.end), "outcome": run.outcome, "waits_for": run.waits_for,
+                "late_end": iso(run.late_end), "duration_known": run.known,
+                "reason": run.skip_reason or None}
 
     return {
-        "start": plan.start.isoformat(), "end": plan.end.isoformat(),
-        "slots": [slot(s) for s in plan.slots],
-        "typical": {k: v.as_json() for k, v in sorted(plan.typical.items())},
-        "conflicts": [{"first": slot(c.first), "later": slot(c.later),
-                       "resources": list(c.resources), "expected_wait": c.wait}
-                      for c in plan.conflicts],
-        "triggered": {name: (None if run is None else run.as_json())
-                      for name, run in sorted(plan.unscheduled.items())},
+        "start": sim.start.isoformat(), "end": sim.end.isoformat(),
+        "slots": [slot(r) for r in sim.runs],
+        "chains": sim.chains,
+        "notes": [{"text": n.text, "days": [d.isoformat() for d in n.days]}
+                  for n in notes(sim, config)],
+        "typical": {k: v.as_json() for k, v in sorted(sim.typical.items())},
+        "triggered": {name: {"last": None if run is None else run.as_json(),
+                             "advice": triggered_advice(sim, config, name),
+                             "safe_starts": [{"from": iso(a), "to": _iso_or_none(sim, b)}
+                                             for a, b in safe_starts(sim, config, name)]}
+                      for name, run in sorted(sim.triggered.items())},
     }
 
 
-# --- SVG ------------------------------------------------------------------------------------
-
-ROW, LABEL, WIDTH = 26, 140, 960
-COLOURS = {"Borg": "#4e79a7", "Rsync pulls": "#59a14f", "External": "#f28e2b", "Other": "#9c755f"}
+def _iso_or_none(sim: Simulation, when: float) -> str | None:
+    return None if when == float("inf") else sim.moment(when).isoformat()
 
 
-def render_svg(plan: Plan, config: Config) -> str:
-    """A Gantt picture: one row per job, bars for expected runs, red frames on overlaps."""
-    jobs = sorted({s.job for s in plan.slots})
-    span = (plan.end - plan.start).total_seconds() or 1.0
-    height = ROW * (len(jobs) + 2)
-
-    def x(moment: datetime) -> float:
-        offset = (moment - plan.start).total_seconds()
-        return LABEL + (WIDTH - LABEL - 10) * max(0.0, min(1.0, offset / span))
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
-             f'viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="12">',
-             f'<rect width="{WIDTH}" height="{height}" fill="white"/>']
-    parts += _svg_grid(plan, x, height)
-    waiting = {c.later for c in plan.conflicts}
-    for row, name in enumerate(jobs, start=1):
-        y = row * ROW
-        family = FAMILIES[config.jobs[name].kind]
-        parts.append(f'<text x="6" y="{y + 17}">{escape(name)}</text>')
-        for s in (s for s in plan.slots if s.job == name):
-            x0, x1 = x(s.start), max(x(s.end), x(s.start) + 2)
-            stroke = ' stroke="#e15759" stroke-width="2"' if s in waiting else ""
-            parts.append(f'<rect class="slot" x="{x0:.1f}" y="{y + 4}" width="{x1 - x0:.1f}" '
-                         f'height="{ROW - 8}" fill="{COLOURS[family]}"{stroke}>'
-                         f'<title>{escape(s.job)} {s.start:%a %H:%M}–{s.end:%H:%M}</title>'
-                         '</rect>')
-    parts.append("</svg>")
-    return "\n".join(parts)
-
-
-def _svg_grid(plan: Plan, x: Any, height: int) -> list[str]:
-    hours = list(_hours(plan))
-    step = 1 if len(hours) <= 24 else 6
-    lines = []
-    for index, hour in enumerate(hours):
-        if index % step:
-            continue
-        px = x(hour)
-        label = f"{hour:%H}" if step == 1 else f"{hour:%a %H}"
-        lines.append(f'<line x1="{px:.1f}" y1="{ROW - 6}" x2="{px:.1f}" y2="{height}" '
-                     'stroke="#ddd"/>')
-        lines.append(f'<text x="{px + 2:.1f}" y="{ROW - 10}" fill="#555">{label}</text>')
-    return lines
+def window(start: datetime, days: int) -> tuple[datetime, datetime]:
+    """``days`` days from ``start`` (whole local days, across a DST change too)."""
+    end = (start.replace(tzinfo=None) + timedelta(days=days)).replace(tzinfo=start.tzinfo)
+    return start, end

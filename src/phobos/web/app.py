@@ -119,11 +119,11 @@ class Pages:
         return self.render("overview.html", page="overview", o=data, refresh=data.refresh)
 
     def timeline(self, request: Request) -> str:
-        from phobos.schedule.timeline import render_svg
+        from phobos.schedule.picture import render_svg
 
         data = self.read(lambda h: views.timeline(self.config, h, self.clock()))
         return self.render("timeline.html", page="timeline", t=data,
-                           schedule_svg=Markup(render_svg(data.plan, self.config)),
+                           schedule_svg=Markup(render_svg(data.sim, self.config)),
                            week_svg=Markup(charts.week_chart(data.past, data.past_start,
                                                              data.now, data.plan_jobs)),
                            refresh=data.refresh)

@@ -15,7 +15,8 @@ from typing import Any
 
 from phobos.config.model import Config
 from phobos.core.history import History, LogLine, Run
-from phobos.schedule.plan import Plan, Typical, job_timing, plan_window, typical_duration
+from phobos.schedule.plan import Typical, job_timing, typical_duration
+from phobos.schedule.simulate import Simulation, simulate
 from phobos.web.readonly import Span, live_runs, runs_since
 
 JOB_RUNS = 50  # rows in a job's run table
@@ -193,7 +194,9 @@ WEEK = timedelta(days=7)
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Timeline:
-    plan: Plan
+    sim: Simulation  # the next 24 hours, simulated as `phobos schedule` does
+    notes: list[str]  # chains, delays and skips, each once
+    advice: dict[str, str]  # triggered job -> when to start it
     past: list[Span]
     past_start: datetime
     now: datetime
@@ -202,12 +205,17 @@ class Timeline:
 
 
 def timeline(config: Config, history: History, now: datetime) -> Timeline:
+    from phobos.schedule.digest import notes, render_notes, triggered_advice
+
     start = now.replace(minute=0, second=0, microsecond=0)
-    plan = plan_window(config, history, start, start + timedelta(days=1))
+    sim = simulate(config, history, start, start + timedelta(days=1))
     past_start = now - WEEK
-    return Timeline(plan=plan, past=runs_since(history, past_start.timestamp()),
+    return Timeline(sim=sim, notes=render_notes(sim, notes(sim, config)),
+                    advice={name: triggered_advice(sim, config, name)
+                            for name in sorted(sim.triggered)},
+                    past=runs_since(history, past_start.timestamp()),
                     past_start=past_start, now=now, refresh=_refresh(live_runs(history)),
-                    plan_jobs=sorted({s.job for s in plan.slots}))
+                    plan_jobs=sorted({r.job for r in sim.runs}))
 
 
 # --- drives ----------------------------------------------------------------------------
