@@ -1,5 +1,6 @@
-"""The schedule view: typical durations from history, expected overlaps of conflicting
-jobs with the expected wait, next run and overdue verdicts, and the renderings."""
+"""The schedule view: typical durations from history, the simulated night as text and
+JSON, `--from`, next run and overdue verdicts. (The simulation's rules: test_simulate.py;
+the picture: test_schedule_picture.py.)"""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from phobos.__main__ import main
 from phobos.config.model import Config
 from phobos.core.history import History
 from phobos.core.model import Outcome
-from phobos.schedule.plan import job_timing, plan_window, typical_duration
-from phobos.schedule.timeline import plan_json, render_svg, render_text, table_rows
+from phobos.schedule.plan import job_timing, typical_duration
+from phobos.schedule.simulate import simulate
+from phobos.schedule.timeline import render_text, simulation_json, table_rows
 
 CONFIG = """
 [repos.main]
@@ -90,55 +92,52 @@ def test_typical_uses_work_time_of_successes_then_estimate(setup: tuple[Config, 
     assert typical_duration(history, "reader", config.jobs["reader"]).source == "unknown"
 
 
-def test_conflicting_jobs_overlap_with_expected_wait(setup: tuple[Config, History]) -> None:
+def test_text_and_json_say_the_simulated_night(setup: tuple[Config, History]) -> None:
     config, history = setup
     add_run(history, "nightly", 1000.0, 75 * 60.0)  # the original setup's 1h15m
-    add_run(history, "reader", 1000.0, 60.0)
-    plan = plan_window(config, history, SUNDAY, SUNDAY + timedelta(days=1))
-    found = {(c.first.job, c.later.job): c for c in plan.conflicts}
-    # check (Sun 03:30) writes repo:main while nightly (03:00-04:15) writes it: 45 min wait.
-    assert found[("nightly", "check")].wait == 45 * 60
-    assert found[("nightly", "check")].resources == ("repo:main",)
-    # reader only reads repo:main, but nightly writes it: a conflict too (1h05m wait).
-    assert found[("nightly", "reader")].wait == 65 * 60
-    # pull-luv at 06:00 writes holding:luv; nothing else runs then.
-    assert not any("pull-luv" in pair for pair in found)
-    assert set(plan.unscheduled) == {"offsite"}
-    starts = [(s.job, s.start.strftime("%H:%M")) for s in plan.slots]
-    assert starts == [("nightly", "03:00"), ("reader", "03:10"), ("check", "03:30"),
-                      ("pull-luv", "06:00")]
-
-
-def test_readers_alone_never_conflict(setup: tuple[Config, History]) -> None:
-    config, history = setup
-    add_run(history, "reader", 1000.0, 3 * 3600.0)
-    monday = SUNDAY + timedelta(days=1)
-    plan = plan_window(config, history, monday + timedelta(hours=3, minutes=5),
-                       monday + timedelta(hours=4))
-    # Only reader is in this window (nightly starts at 03:00, before it).
-    assert [s.job for s in plan.slots] == ["reader"]
-    assert plan.conflicts == []
-
-
-def test_renderings_show_the_same_plan(setup: tuple[Config, History]) -> None:
-    config, history = setup
-    add_run(history, "nightly", 1000.0, 75 * 60.0)
-    plan = plan_window(config, history, SUNDAY, SUNDAY + timedelta(days=1))
-    headers, rows = table_rows(plan, config)
+    sim = simulate(config, history, SUNDAY, SUNDAY + timedelta(days=1))
+    headers, rows = table_rows(sim, config)
     assert headers == ["Time", "Other"]
-    by_hour = {row[0]: row[1] for row in rows}
-    assert by_hour["Sun 0300"].splitlines()[0] == "nightly starts 03:00"
-    assert "check starts 03:30 (waits ~45m00s for nightly)" in by_hour["Sun 0300"]
-    assert by_hour["Sun 0400"].splitlines()[0] == "nightly finishes ~04:15"
-    text = render_text(plan, config)
-    assert "check waits ~45m00s for nightly (shared: repo:main)" in text
-    assert "offsite: never run" in text
-    data = plan_json(plan)
-    waits = {c["later"]["job"]: c["expected_wait"] for c in data["conflicts"]}
-    assert waits == {"reader": 65 * 60, "check": 45 * 60}
-    svg = render_svg(plan, config)
-    assert svg.startswith("<svg") and svg.count('class="slot"') == len(plan.slots)
-    assert 'stroke="#e15759"' in svg  # the waiting runs are framed
+    by_hour = {row[0]: row[1].splitlines() for row in rows}
+    assert by_hour["Sun 0300"] == ["nightly starts 03:00"]
+    # reader (03:10) reads what nightly writes, check (03:30) writes it: both wait.
+    assert by_hour["Sun 0400"] == [
+        "nightly finishes ~04:15",
+        "reader 04:15–04:16 (1m00s) (timer 03:10, waits 1h05m for nightly)",
+        "check starts 04:16 (timer 03:30, waits 46m for nightly, reader)"]
+    text = render_text(sim, config)
+    assert "  Sun     reader at 03:10 waits 1h05m for nightly (repo:main)\n" in text
+    assert "  Sun     check at 03:30 waits 46m for nightly, reader (repo:main)\n" in text
+    assert ("  offsite: duration unknown (no runs yet); set `estimate` to see when to start "
+            "it; never run\n") in text
+    data = simulation_json(sim, config)
+    slots = {s["job"]: s for s in data["slots"]}
+    assert slots["check"] == {
+        "job": "check", "planned": "2026-01-04T03:30:00+00:00",
+        "start": "2026-01-04T04:16:00+00:00", "end": "2026-01-04T09:46:00+00:00",
+        "outcome": "run", "waits_for": ["nightly", "reader"],
+        "late_end": "2026-01-04T09:46:00+00:00", "duration_known": True, "reason": None}
+    assert [s["job"] for s in data["slots"]] == ["nightly", "reader", "check", "pull-luv"]
+    assert set(data["triggered"]) == {"offsite"}
+
+
+def test_from_sets_the_window_in_local_time(setup: tuple[Config, History],
+                                            capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    config, history = setup
+    history.close()
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    assert main(["-c", str(config.source), "schedule", "--from", "2026-07-05 02:00",
+                 "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["start"], data["end"]) == ("2026-07-05T02:00:00+02:00",
+                                            "2026-07-06T02:00:00+02:00")
+    # nightly is at 03:00 UTC: 05:00 in Berlin in summer.
+    assert data["slots"][0]["planned"] == "2026-07-05T05:00:00+02:00"
+    assert main(["-c", str(config.source), "schedule", "--from", "tomorrow"]) == 2
+    err = capsys.readouterr().err
+    assert "--from 'tomorrow' is not a local time like '2026-01-04 03:00'" in err
+    assert "Traceback" not in err
 
 
 def test_overdue_after_missed_slot_plus_grace(setup: tuple[Config, History]) -> None:

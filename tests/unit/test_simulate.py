@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from configs import config_from
+from nights import ARCHIVES, HEAD, job, nine_archives
 
 from phobos.config.model import Config
 from phobos.core.history import History
@@ -20,45 +21,6 @@ from phobos.schedule.digest import notes, render_notes
 from phobos.schedule.simulate import PredictedRun, Simulation, simulate
 
 SUNDAY = datetime(2026, 1, 4, 0, 0, tzinfo=UTC)
-ARCHIVES = ("etc", "home", "root", "srv", "var-lib", "var-mail", "holding-luv",
-            "holding-chew", "holding-nuhc")
-
-
-def job(name: str, schedule: str | None = None, *, reads: tuple[str, ...] = (),
-        writes: tuple[str, ...] = (), estimate: str | None = None, **extra: str) -> str:
-    lines = [f"[jobs.{name}]", 'kind = "command"', 'argv = ["true"]']
-    if schedule:
-        lines.append(f'schedule = "{schedule} UTC"')
-    if reads:
-        lines.append(f"reads = {list(reads)!r}".replace("'", '"'))
-    if writes:
-        lines.append(f"writes = {list(writes)!r}".replace("'", '"'))
-    if estimate:
-        lines.append(f'estimate = "{estimate}"')
-    lines += [f"{key} = {value}" for key, value in extra.items()]
-    return "\n".join(lines) + "\n"
-
-
-def nine_archives(first: str = "", last: str = "") -> str:
-    """The seed's nine borgmatic configurations as a chain of 8-minute jobs at 03:00."""
-    text = first
-    for index, name in enumerate(ARCHIVES):
-        after = {} if index == 0 else {"after": f'["arc-{ARCHIVES[index - 1]}"]'}
-        reads = ("holding:luv",) if name == "holding-luv" else ()
-        text += job(f"arc-{name}", "*-*-* 03:00", reads=reads, writes=("repo:main",),
-                    estimate="8m", **after)
-    return text + last
-
-
-HEAD = """
-[repos.main]
-path = "/backup/borg"
-
-[hosts.luv]
-address = "luv.example.org"
-"""
-
-
 def run_sim(tmp_path: Path, body: str, start: datetime = SUNDAY,
             days: int = 1) -> tuple[Config, Simulation]:
     config = config_from(HEAD + body, root=tmp_path)

@@ -108,16 +108,18 @@ def _delay_sentences(sim: Simulation, config: Config, run: PredictedRun) -> list
             shared.add("after")
         waited[label] = (total + seconds, first, shared)
     sentences = []
-    for label, (seconds, first, shared) in waited.items():
-        if seconds < MIN_REPORTED_WAIT:
-            continue
-        why = f" ({', '.join(sorted(shared))})" if shared else " (goes first in the slot)"
-        if own_chain and first.job not in own_chain:
+    for label, (seconds, first, shared) in list(waited.items()):
+        if own_chain and first.job not in own_chain and seconds >= MIN_REPORTED_WAIT:
+            del waited[label]  # said from the side of the job that delays the chain
+            why = f" ({', '.join(sorted(shared))})" if shared else ""
             sentences.append(f"{label} at {_hm(sim, first.planned)} delays {run.job} by "
                              f"{span(seconds)}{why}")
-        else:
-            sentences.append(f"{run.job} at {_hm(sim, run.planned)} waits "
-                             f"{span(seconds)} for {label}{why}")
+    total = sum(seconds for seconds, _, _ in waited.values())
+    if total >= MIN_REPORTED_WAIT:
+        shared = set().union(*(s for _, _, s in waited.values()))
+        why = f" ({', '.join(sorted(shared))})" if shared else " (they go first in the slot)"
+        sentences.append(f"{run.job} at {_hm(sim, run.planned)} waits {span(total)} for "
+                         f"{', '.join(waited)}{why}")
     return sentences
 
 
