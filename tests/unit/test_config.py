@@ -99,6 +99,35 @@ BAD_CONFIGS = [
          "[\"/usr/local/bin/sync-nuhc\"]",
          "{f}:9: jobs.bad name.busy_timeout: a duration cannot be negative"],
     ),
+    (  # `after`: a job of no name, itself, a name twice, a circle; a broken job still counts
+        """
+        [jobs.arc-1]
+        kind = "command"
+        argv = ["true"]
+        after = ["arc-3", "arc-22", "arc-1", "arc-3"]
+
+        [jobs.arc-2]
+        kind = "command"
+        argv = ["true"]
+        after = ["arc-1"]
+
+        [jobs.arc-3]
+        kind = "command"
+        argv = ["true"]
+        after = ["arc-2", "broken"]
+
+        [jobs.broken]
+        kind = "command"
+        argv = []
+        """,
+        ["{f}:7: jobs.arc-1.after.[1]: no job named 'arc-22' (did you mean 'arc-2'?)",
+         "{f}:7: jobs.arc-1.after.[2]: a job cannot run after itself",
+         "{f}:7: jobs.arc-1.after.[3]: 'arc-3' is listed twice",
+         "{f}:7: jobs.arc-1.after: these jobs wait for each other in a circle, so none "
+         "would start: arc-1 → arc-3 → arc-2 → arc-1; remove one of the `after` entries",
+         "{f}:21: jobs.broken.argv: must name a program to run, e.g. "
+         "[\"/usr/local/bin/sync-nuhc\"]"],
+    ),
     (  # a required key missing in a nested table
         """
         [repos.main]
