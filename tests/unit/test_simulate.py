@@ -186,3 +186,25 @@ def test_a_run_is_on_time_for_its_slot_within_the_grace(tmp_path: Path) -> None:
     assert slot_of(config.jobs["b"], "timer", three + 31) is None  # a catch-up: not on time
     assert slot_of(config.jobs["a"], "timer", three + 9 * 60) == three  # randomized delay
     assert slot_of(config.jobs["b"], "manual", three) is None
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "America/New_York"])
+@pytest.mark.parametrize("start", ["2026-01-04 00:00", "2026-03-27 12:00", "2026-10-23 22:00",
+                                   "2026-11-01 00:00", "2026-02-25 03:00", "2026-12-28 00:00"])
+def test_daily_calendars_repeat_exactly_as_each_elapse_computed(
+        zone: str, start: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from zoneinfo import ZoneInfo
+
+    from phobos.oncalendar.parse import parse_calendar
+    from phobos.schedule import simulate as module
+
+    monkeypatch.setenv("TZ", zone)
+    first = datetime.strptime(start, "%Y-%m-%d %H:%M").replace(
+        tzinfo=ZoneInfo(zone)).timestamp()
+    last = first + 8 * 86400
+    for text in ("*-*-* 03:00", "*-*-* 02:30", "Sun *-*-* 07:00", "Mon,Fri *-*-* 01:15:30",
+                 "*-*-* 03,15:00,30", "*-*-* 00/5:07", "*-*-* 03:00 UTC",
+                 "*-*-* 02:30 Europe/Berlin", "*-*-1 04:00", "*-*~1 04:00"):
+        spec = parse_calendar(text)
+        assert module._elapses(spec, first, last) == module._exact_elapses(spec, first, last), \
+            (text, zone, start)

@@ -15,7 +15,6 @@ from datetime import date, timedelta
 
 from phobos.config.model import Config
 from phobos.core.model import JobKind, format_duration
-from phobos.core.order import conflicting
 from phobos.schedule.simulate import LOOKBACK, PredictedRun, Simulation
 
 MIN_REPORTED_WAIT = 60.0  # shorter waits are noise in a night's picture
@@ -103,7 +102,7 @@ def _delay_sentences(sim: Simulation, config: Config, run: PredictedRun) -> list
         chain = sim.chain_of(blocker.job)
         label = chain_label(chain) if chain and chain is not own_chain else blocker.job
         total, first, shared = waited.get(label, (0.0, blocker, set()))
-        shared |= set(conflicting(config, run.job, blocker.job))
+        shared |= set(sim.shared(run.job, blocker.job))
         if blocker.job in config.jobs[run.job].after:
             shared.add("after")
         waited[label] = (total + seconds, first, shared)
@@ -151,7 +150,7 @@ def safe_starts(sim: Simulation, config: Config, name: str) -> list[tuple[float,
     duration = sim.typical[name].median
     if duration is None:
         return []
-    rivals = {other for other in config.jobs if conflicting(config, name, other)}
+    rivals = {other for other in config.jobs if sim.shared(name, other)}
     busy = sorted((r.arrival, r.late_end if r.outcome == "run" else r.start)
                   for r in sim.busy_runs if r.job in rivals)
     first, last = sim.start.timestamp(), sim.end.timestamp()
@@ -175,7 +174,7 @@ def triggered_advice(sim: Simulation, config: Config, name: str) -> str:
         return (f"{name}: duration unknown (no runs yet); set `estimate` to see when to "
                 f"{verb}")
     took = f"{name} typically {format_duration(typical.median)}"
-    if not any(conflicting(config, name, other) for other in config.jobs if other != name):
+    if not any(sim.shared(name, other) for other in config.jobs if other != name):
         return f"{name}: {verb} any time: nothing in the schedule conflicts with it ({took})"
     spans = safe_starts(sim, config, name)
     if not spans:

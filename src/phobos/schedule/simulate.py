@@ -10,31 +10,33 @@ job's previous run is still going is skipped, as systemd and the daemon skip it.
 takes the job's median duration from history (or its ``estimate``); the p90 is the
 "late" end drawn after it.
 
-The simulation starts a day before the window (runs from then may still be going), goes
-on a day after it (when is the next conflicting run?) and reports the runs that touch the
-window. Times are epoch seconds inside, aware datetimes
-in the local zone outside. Pure given a config, a history and a window.
+The simulation starts early enough before the window for the runs still going in it (at
+most a day), goes on after it as long as a triggered job would take (when is the next
+conflicting run?) and reports the runs that touch the window. Times are epoch seconds
+inside, aware datetimes in the local zone outside. Pure given a config, a history and a
+window.
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 
 from phobos.config.model import Config
 from phobos.core.history import History, Run
 from phobos.core.model import BusyPolicy, format_duration
-from phobos.core.order import calendar_of, conflicting, elapse_after, run_order
+from phobos.core.order import calendar_of, elapse_after, run_order, writes_of
 from phobos.core.queue import Place
+from phobos.oncalendar.spec import ALL_WEEKDAYS, CalendarSpec
 from phobos.schedule.plan import Typical, typical_duration
 
-LOOKBACK = timedelta(days=1)  # runs of the day before may still be going
-LOOKAHEAD = timedelta(days=1)  # when the next conflicting run comes (triggered jobs)
+LOOKBACK = timedelta(days=1)  # at most this much before the window is simulated
 NOMINAL_SECONDS = 60.0  # the drawn length of a run whose duration is unknown
 MAX_SLOTS_PER_JOB = 20_000
+DAY = 86400.0
 
 
 @dataclass(slots=True, eq=False)
@@ -86,6 +88,12 @@ class Simulation:
         return datetime.fromtimestamp(when, tz=self.start.tzinfo)
 
     after: dict[str, tuple[str, ...]] = field(default_factory=dict)  # the jobs' `after`
+    uses: dict[str, dict[str, bool]] = field(default_factory=dict)  # resources -> writes
+
+    def shared(self, a: str, b: str) -> list[str]:
+        """Resources jobs ``a`` and ``b`` both use, at least one of them writing."""
+        ours, theirs = self.uses.get(a, {}), self.uses.get(b, {})
+        return sorted(r for r in ours.keys() & theirs.keys() if ours[r] or theirs[r])
 
     def chain_of(self, job: str) -> list[str] | None:
         return next((chain for chain in self.chains if job in chain), None)
@@ -97,9 +105,10 @@ class Simulation:
 def simulate(config: Config, history: History, start: datetime, end: datetime) -> Simulation:
     """Predict every run of the scheduled jobs in ``[start, end)``."""
     typical = {name: typical_duration(history, name, job) for name, job in config.jobs.items()}
-    runs = _slots(config, typical, (start - LOOKBACK).timestamp(),
-                  (end + LOOKAHEAD).timestamp())
-    _Night(config, runs).play()
+    before, after = _margins(config, typical)
+    runs = _slots(config, typical, start.timestamp() - before, end.timestamp() + after)
+    uses = {name: writes_of(config, name) for name in config.jobs}
+    _Night(config, runs, uses).play()
     first, last = start.timestamp(), end.timestamp()
     shown = [r for r in runs if r.planned < last and max(r.late_end, r.planned) >= first]
     latest = history.latest_per_job()
@@ -107,7 +116,21 @@ def simulate(config: Config, history: History, start: datetime, end: datetime) -
                       triggered={n: latest.get(n) for n, job in config.jobs.items()
                                  if job.schedule is None},
                       chains=chains(config), busy_runs=runs,
-                      after={name: job.after for name, job in config.jobs.items()})
+                      after={name: job.after for name, job in config.jobs.items()},
+                      uses=uses)
+
+
+def _margins(config: Config, typical: dict[str, Typical]) -> tuple[float, float]:
+    """How far before the window a run may start and still be alive in it (its delay,
+    its busy_timeout and its late duration; at most a day), and how far after it the
+    next conflicting run matters to a triggered job (its typical duration)."""
+    alive = [float(job.randomized_delay or 0) + job.busy_timeout
+             + (typical[name].p90 or NOMINAL_SECONDS)
+             for name, job in config.jobs.items() if job.schedule is not None]
+    ahead = [typical[name].median or 0.0 for name, job in config.jobs.items()
+             if job.schedule is None]
+    limit = LOOKBACK.total_seconds()
+    return min(max(alive, default=0.0), limit), min(max(ahead, default=0.0), limit)
 
 
 def chains(config: Config) -> list[list[str]]:
@@ -139,10 +162,13 @@ def _slots(config: Config, typical: dict[str, Typical], first: float,
            last: float) -> list[PredictedRun]:
     """Every elapse of every scheduled job in ``[first, last)``, with its place."""
     by_time: dict[float, list[str]] = {}
+    elapses: dict[int, list[float]] = {}  # per calendar: jobs often share one
     for name, job in config.jobs.items():
         spec = calendar_of(job)
         if spec is not None:
-            for when in _elapses(spec, first, last):
+            if id(spec) not in elapses:
+                elapses[id(spec)] = list(_elapses(spec, first, last))
+            for when in elapses[id(spec)]:
                 by_time.setdefault(when, []).append(name)
     runs = []
     orders: dict[tuple[str, ...], list[str]] = {}
@@ -160,14 +186,56 @@ def _slots(config: Config, typical: dict[str, Typical], first: float,
     return runs
 
 
-def _elapses(spec: object, first: float, last: float) -> Iterator[float]:
-    moment = first - 1e-6
+def _elapses(spec: CalendarSpec, first: float, last: float) -> list[float]:
+    """The elapses of ``spec`` in ``[first, last)``.
+
+    Calendars of fixed times of day (perhaps on some weekdays) repeat every day (or
+    week) while the zone's UTC offset stays the same: then one period is computed exactly
+    and repeated, the same answer at a fraction of the cost. Around a DST change, and
+    for every other calendar, each elapse is computed.
+    """
+    period = _period(spec)
+    if period is None or not _steady_offset(spec, first - period, last + period):
+        return _exact_elapses(spec, first, last)
+    one = _exact_elapses(spec, first, min(first + period, last))
+    return [when + k * period for k in range(int((last - first) // period) + 1)
+            for when in one if when + k * period < last]
+
+
+def _exact_elapses(spec: CalendarSpec, first: float, last: float) -> list[float]:
+    found, moment = [], first - 1e-6
     for _ in range(MAX_SLOTS_PER_JOB):
-        nxt = elapse_after(spec, moment)  # type: ignore[arg-type]
+        nxt = elapse_after(spec, moment)
         if nxt is None or nxt >= last:
-            return
-        yield nxt
+            break
+        found.append(nxt)
         moment = nxt
+    return found
+
+
+def _period(spec: CalendarSpec) -> float | None:
+    """A day or a week for calendars of fixed times of day (``03:00``, ``Sun 07:00``,
+    ``Mon,Fri 01:15:30``); None for the rest. Ranges and repeats (``00/5:07``) are left
+    out: systemd skips some of their elapses where a month begins."""
+    if spec.year or spec.month or spec.day or spec.end_of_month or spec.dst != -1:
+        return None
+    times = (*spec.hour, *spec.minute, *spec.second)
+    if not (spec.hour and spec.minute and spec.second) or any(
+            c.repeat or c.stop != -1 for c in times):
+        return None
+    return DAY if spec.weekdays in (-1, ALL_WEEKDAYS) else 7 * DAY
+
+
+def _steady_offset(spec: CalendarSpec, first: float, last: float) -> bool:
+    return _steady(spec.zone, first, last)
+
+
+@functools.lru_cache(maxsize=64)
+def _steady(zone: tzinfo, first: float, last: float) -> bool:
+    """Whether the zone's UTC offset is the same all through (checked every hour)."""
+    offsets = {datetime.fromtimestamp(first + hour * 3600.0, tz=zone).utcoffset()
+               for hour in range(int((last - first) // 3600) + 2)}
+    return len(offsets) == 1
 
 
 ENDS, TIMEOUTS, ARRIVALS = 0, 1, 2  # what happens first at one moment
@@ -177,9 +245,11 @@ class _Night:
     """The event loop: arrivals, ends and give-ups, then every waiting run is looked at
     in line order (as each real run polls) and starts, keeps waiting or gives up."""
 
-    def __init__(self, config: Config, runs: list[PredictedRun]) -> None:
+    def __init__(self, config: Config, runs: list[PredictedRun],
+                 uses: dict[str, dict[str, bool]]) -> None:
         self.config = config
         self.runs = runs
+        self.uses = uses
         self.events: list[tuple[float, int, int, PredictedRun]] = []
         self.counter = itertools.count()
         self.waiting: list[PredictedRun] = []
@@ -309,5 +379,6 @@ class _Night:
     def conflict(self, a: str, b: str) -> bool:
         key = (a, b) if a <= b else (b, a)
         if key not in self._conflicts:
-            self._conflicts[key] = bool(conflicting(self.config, a, b))
+            ours, theirs = self.uses[a], self.uses[b]
+            self._conflicts[key] = any(ours[r] or theirs[r] for r in ours.keys() & theirs.keys())
         return self._conflicts[key]
