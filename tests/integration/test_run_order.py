@@ -76,6 +76,11 @@ def test_waiters_get_the_lock_in_the_order_they_came(sandbox: Sandbox) -> None:
     # The last writer comes first in the file's order and by name: only arrival counts.
     order = ["w3", "w1", "reader", "w4", "w2"]
     children = [start_in_line(sandbox, name) for name in order]
+    line = json.loads(sandbox.phobos("locks", "--json").stdout)["line"]
+    assert [t["job"] for t in line] == ["hold", *order]
+    assert [t["holding"] for t in line] == [True] + [False] * len(order)
+    shown = sandbox.phobos("locks").stdout
+    assert "In line, first first:" in shown and "custom:r (read)" in shown
     assert holder.wait(60) == 0
     for child in children:
         assert child.wait(60) == 0, child.communicate()
