@@ -1,10 +1,13 @@
 """The docs cannot drift: the configuration reference is the generator's output, the man
-page names every command, and bash completion offers what the parser accepts."""
+page names every command, bash completion offers what the parser accepts, and the seed's
+night in the guide is what `phobos schedule` says of it."""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from phobos.cli.parser import build_parser
 from phobos.config.reference import render
@@ -49,3 +52,37 @@ def test_architecture_map_names_every_package() -> None:
     rooms = sorted(p.parent.name for p in package.glob("*/__init__.py"))
     text = (DOCS / "architecture.md").read_text()
     assert [room for room in rooms if f"`{room}/`" not in text] == []
+
+
+def test_the_seed_night_in_the_docs_is_what_phobos_says(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/from-the-seed.md's config, its night as text, and the pictures in docs/ are what
+    `phobos schedule` makes of it. Regenerate the pictures with the commands below."""
+    from phobos.__main__ import main
+
+    monkeypatch.setenv("TZ", "UTC")
+    guide = (DOCS / "from-the-seed.md").read_text()
+    toml = guide.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = tmp_path / "phobos.toml"
+    config.write_text(f'[paths]\nstate = "{tmp_path}/state"\nrun = "{tmp_path}/run"\n' + toml)
+    what_if = tmp_path / "what-if.toml"
+    what_if.write_text(config.read_text().replace('"*-*-* 06:00"', '"*-*-* 03:44"')
+                       .replace('"Sun *-*-* 07:00"', '"Sun *-*-* 03:00"'))
+    for source, days, picture in ((config, "1", "seed-night.svg"),
+                                  (what_if, "1", "seed-night-what-if.svg"),
+                                  (config, "7", "seed-week.svg")):
+        svg = tmp_path / picture
+        assert main(["-c", str(source), "schedule", "--from", "2026-01-04 00:00", "--days",
+                     days, "--svg", str(svg)]) == 0
+        text = capsys.readouterr().out
+        assert svg.read_text() == (DOCS / picture).read_text(), (
+            f"docs/{picture} is stale: TZ=UTC phobos -c CONFIG schedule --from "
+            f"'2026-01-04 00:00' --days {days} --svg docs/{picture} (CONFIG: the guide's)")
+        said = text[text.index("What happens"):].split("\n\n")[0].splitlines()[1:]
+        if days == "1":
+            assert "\n".join(said) in guide, said
+    night = main(["-c", str(config), "schedule", "--from", "2026-01-04 00:00"])
+    assert night == 0
+    table = capsys.readouterr().out.split("\n\n")[1]
+    assert table in guide

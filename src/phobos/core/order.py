@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import os
 import time
 from collections.abc import Iterable, Sequence
 from enum import Enum
@@ -54,7 +55,7 @@ USEC = 1_000_000
 
 
 @functools.lru_cache(maxsize=1024)
-def _parsed(schedule: str) -> CalendarSpec | None:
+def _parsed(schedule: str, tz: str | None) -> CalendarSpec | None:
     try:
         return parse_calendar(schedule)
     except CalendarError:
@@ -62,8 +63,9 @@ def _parsed(schedule: str) -> CalendarSpec | None:
 
 
 def calendar_of(job: JobBase) -> CalendarSpec | None:
-    """The job's parsed schedule, or None when it runs only when triggered."""
-    return None if job.schedule is None else _parsed(job.schedule)
+    """The job's parsed schedule, or None when it runs only when triggered. (Parsed once
+    per local zone: ``$TZ`` is part of the cache key.)"""
+    return None if job.schedule is None else _parsed(job.schedule, os.environ.get("TZ"))
 
 
 def elapse_after(spec: CalendarSpec, when: float) -> float | None:

@@ -74,8 +74,11 @@ def _entry(sim: Simulation, config: Config, run: PredictedRun) -> Entry:
         note = "skipped"
     elif run.wait >= 60:
         note = f"timer {_hm(sim, run.planned)}, waits {span(run.wait)}"
-        if run.waits_for:
-            note += f" for {', '.join(run.waits_for[:3])}"
+        chains = [sim.chain_of(job) for job in run.waits_for]
+        names = dict.fromkeys(chain_label(chain) if chain else job
+                              for job, chain in zip(run.waits_for, chains, strict=True))
+        if names:
+            note += f" for {', '.join(list(names)[:3])}"
     elif not run.known:
         note = "duration unknown"
     return Entry(label=run.job, family=FAMILIES[config.jobs[run.job].kind],
