@@ -12,12 +12,22 @@ from phobos.cli.common import json_flag, load_config, open_history, positive_int
 from phobos.errors import ExitCode, UsageError
 
 FROM_LAYOUT = "%Y-%m-%d %H:%M"
+MAX_DAYS = 366
+
+
+def window_days(text: str) -> int:
+    """An argparse type: 1 to MAX_DAYS days."""
+    days = positive_int(text)
+    if days > MAX_DAYS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_DAYS} days")
+    return days
 
 
 def register(verbs: Any) -> None:
     sub = verb(verbs, "schedule", "the window ahead, simulated: when each job starts and "
                "ends, what it waits for, what is skipped", cmd_schedule)
-    sub.add_argument("--days", type=positive_int, default=1, help="window length (default 1)")
+    sub.add_argument("--days", type=window_days, default=1,
+                     help=f"window length in days, 1 to {MAX_DAYS} (default 1)")
     sub.add_argument("--from", dest="start", metavar="'YYYY-MM-DD HH:MM'",
                      help="start of the window, local time (default: this hour)")
     sub.add_argument("--svg", type=Path, metavar="FILE", help="also write the picture as SVG")

@@ -196,6 +196,7 @@ class RunOrder:
         self.history = history
         self.place, self.slot = place_of(config, name, trigger, started)
         self._settled: set[str] = set()  # jobs of the slot no longer waited for
+        self._fires: dict[str, bool] = {}  # job -> fires in this run's slot too
         self._first: list[str] = []
         if self.slot is not None:
             order = slot_order(config, self.slot)
@@ -228,13 +229,18 @@ class RunOrder:
         if going:
             return Wait(f"waiting for {pred} to finish first ({going[0].describe()})",
                         (pred,), busy=False)
-        if self.slot is None or pred in self._settled or not fires_at(
-                self.config.jobs[pred], self.slot):
+        if self.slot is None or pred in self._settled or not self._fires_too(pred):
             return None
         if self._presence(pred, tickets) is not Presence.DONE:
             return Wait(f"waiting for {pred} to run first (it fires at "
                         f"{_clock(self.slot)} too)", (pred,), busy=False)
         return None
+
+    def _fires_too(self, job: str) -> bool:
+        if job not in self._fires:
+            self._fires[job] = self.slot is not None and fires_at(self.config.jobs[job],
+                                                                  self.slot)
+        return self._fires[job]
 
     def _slot_first(self, other: str, tickets: Sequence[Ticket]) -> Wait | None:
         if other in self._settled:
