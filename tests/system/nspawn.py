@@ -60,17 +60,20 @@ def cache_lock(path: Path) -> Iterator[None]:
         yield
 
 
-def rootfs_tarball() -> Path:
+def rootfs_tarball(suite: str = SUITE, packages: Sequence[str] = PACKAGES, *,
+                   options: Sequence[str] = (), key: str = "") -> Path:
     """The cached rootfs tarball, built first if absent (under a lock: parallel runs
-    build it once)."""
+    build it once). ``options`` are extra mmdebstrap arguments (hooks); ``key`` names
+    whatever else they depend on, for the cache key."""
     require("mmdebstrap", "systemd-nspawn", "nsenter")
-    key = hashlib.sha256(repr((SUITE, PACKAGES)).encode()).hexdigest()[:12]
-    tarball = CACHE / f"rootfs-{SUITE}-{key}.tar"
+    digest = hashlib.sha256(repr((suite, tuple(packages), tuple(options), key)).encode())
+    tarball = CACHE / f"rootfs-{suite}-{digest.hexdigest()[:12]}.tar"
     with cache_lock(CACHE / ".lock"):
         if not tarball.exists():
             partial = tarball.with_suffix(".partial.tar")
             subprocess.run(["mmdebstrap", "--quiet", "--variant=minbase", "--mode=root",
-                            f"--include={','.join(PACKAGES)}", SUITE, str(partial)],
+                            f"--include={','.join(packages)}", *options, suite,
+                            str(partial)],
                            check=True, timeout=600, stdin=subprocess.DEVNULL)
             partial.replace(tarball)
     return tarball
@@ -94,12 +97,13 @@ def wheelhouse(directory: Path) -> Path:
 class Container:
     """One booted container on a private copy of the cached rootfs."""
 
-    def __init__(self, tarball: Path, workdir: Path, binds: Sequence[tuple[Path, str]] = ()
-                 ) -> None:
+    def __init__(self, tarball: Path, workdir: Path, binds: Sequence[tuple[Path, str]] = (),
+                 options: Sequence[str] = ()) -> None:
         self.tarball = tarball
         self.workdir = workdir
         self.root = workdir / "rootfs"
         self.binds = list(binds)
+        self.options = list(options)  # extra systemd-nspawn arguments
         self.nspawn: subprocess.Popen[bytes] | None = None
         self.pid = 0  # the container's systemd, as seen from the host
 
@@ -116,6 +120,7 @@ class Container:
         argv = ["systemd-nspawn", "-q", "-D", str(self.root), "--register=no",
                 "--keep-unit", "--console=passive", "-b"]
         argv += [f"--bind-ro={host}:{inside}" for host, inside in self.binds]
+        argv += self.options
         log = open(self.workdir / "nspawn.log", "wb")  # noqa: SIM115 - closed in stop()
         self.nspawn = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True)
@@ -201,12 +206,14 @@ def _is_init_under(proc_dir: Path, parent: int) -> bool:
 
 
 @contextlib.contextmanager
-def booted(binds: Sequence[tuple[Path, str]] = ()) -> Iterator[Container]:
-    """A booted container on a fresh copy of the cached rootfs; powered off and deleted
-    afterwards, whatever happened."""
-    tarball = rootfs_tarball()
+def booted(binds: Sequence[tuple[Path, str]] = (), *, tarball: Path | None = None,
+           options: Sequence[str] = ()) -> Iterator[Container]:
+    """A booted container on a fresh copy of the cached rootfs (or of ``tarball``), with
+    extra systemd-nspawn ``options``; powered off and deleted afterwards, whatever
+    happened."""
+    tarball = tarball or rootfs_tarball()
     workdir = Path(tempfile.mkdtemp(prefix="phobos-nspawn-", dir="/var/tmp"))
-    container = Container(tarball, workdir, binds)
+    container = Container(tarball, workdir, binds, options)
     try:
         container.unpack()
         container.boot()
