@@ -116,7 +116,7 @@ def install_root(release: str, deb: Path) -> Path:
     """A cached rootfs of ``release`` whose apt cache holds the package's dependencies
     (with Recommends, as a plain ``apt install`` takes them), downloaded, not installed."""
     depends = field(deb, "Depends")
-    download = ("chroot \"$1\" apt-get satisfy --download-only --yes "
+    download = ("chroot \"$1\" apt-get satisfy -qq --download-only --yes "
                 f"-o APT::Install-Recommends=true {shlex.quote(depends)}")
     options = ["--skip=cleanup/apt",  # keep the lists and the downloaded archives
                "--customize-hook=chroot \"$1\" apt-get clean", f"--customize-hook={download}"]

@@ -105,6 +105,7 @@ def _apt_install(ct: Container, deb: Path, release: str) -> None:
 
 def _check_installed(ct: Container, release: str) -> None:
     assert _run(ct, "phobos", "--version").stdout.strip() == "phobos 0.1.0"
+    assert _run(ct, "dpkg", "--verify", "phobos").stdout == ""  # md5sums match the files
     borg = _run(ct, "phobos", "doctor", "--json", check=False).stdout
     assert f'Borg {RELEASES[release][1]}' in borg and "/usr/bin/borg" in borg, borg
     assert _run(ct, "man", "-w", "phobos").stdout.strip() == \
