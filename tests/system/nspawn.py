@@ -68,6 +68,8 @@ def rootfs_tarball(suite: str = SUITE, packages: Sequence[str] = PACKAGES, *,
     require("mmdebstrap", "systemd-nspawn", "nsenter")
     digest = hashlib.sha256(repr((suite, tuple(packages), tuple(options), key)).encode())
     tarball = CACHE / f"rootfs-{suite}-{digest.hexdigest()[:12]}.tar"
+    if tarball.exists():  # complete: it appears by rename; no need to queue for the lock
+        return tarball
     with cache_lock(CACHE / ".lock"):
         if not tarball.exists():
             partial = tarball.with_suffix(".partial.tar")
