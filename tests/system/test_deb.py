@@ -176,6 +176,9 @@ def _history_and_units(ct: Container) -> None:
     _run(ct, "phobos", "systemd", "install")
     state = _run(ct, "systemctl", "is-enabled", "phobos-job-hello.timer", check=False)
     assert state.stdout.strip() == "enabled"
+    # The units run the stable /usr/bin/phobos, not a path inside the venv.
+    service = ct.path("/etc/systemd/system/phobos-job-hello.service").read_text()
+    assert "ExecStart=/usr/bin/phobos " in service, service
 
 
 def _data_files(ct: Container) -> set[str]:
