@@ -66,6 +66,7 @@ schedule = "*-*-* 06:00"
 kind = "archive"
 repo = "main"
 sources = ["/backup/holding", "/etc", "/home"]
+exclude = ["/etc/phobos/keys", "/etc/phobos/borg.pass"]
 schedule = "*-*-* 03:00"
 
 [jobs.check]

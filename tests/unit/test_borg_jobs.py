@@ -22,7 +22,9 @@ BORG14 = b.Borg(path="/usr/bin/borg", version=(1, 4, 5))
 
 
 def config(jobs: dict[str, Any], **extra: Any) -> Any:
-    raw = {"storage": {"root": "/backup", "holding": "/backup/holding"},
+    # Keys outside /etc: the sources archive /etc (see config/layout.py).
+    raw = {"paths": {"keys": "/var/lib/phobos-keys"},
+           "storage": {"root": "/backup", "holding": "/backup/holding"},
            "repos": {"main": {"path": "/backup/borg", "passcommand": "cat /p"},
                      "usb": {"path": "/mnt/usb/borg"}},
            "hosts": {"luv": {"address": "luv"}, "chew": {"address": "chew"}},

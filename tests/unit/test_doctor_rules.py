@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from phobos.config.secrets import passcommand_file
 from phobos.doctor.clock import clock_findings
 from phobos.doctor.findings import (
     Finding,
@@ -21,7 +22,6 @@ from phobos.doctor.findings import (
     ok,
     warning,
 )
-from phobos.doctor.secrets import passcommand_file
 from phobos.doctor.tools import parse_version
 from phobos.errors import ExitCode, StepFailed
 from phobos.tools.cryptsetup import parse_keyslots

@@ -13,9 +13,18 @@ import pytest
 
 from phobos.config.load import parse
 from phobos.config.model import Config
+from phobos.errors import ConfigError
 from phobos.oncalendar.errors import CalendarError
 from phobos.systemd.errors import SystemdError
-from phobos.systemd.names import device_unit, escape_path, quote_arg, quote_path, timespan
+from phobos.systemd.names import (
+    NAME_MAX,
+    Syntax,
+    device_unit,
+    escape_path,
+    longest_unit_name,
+    timespan,
+    unit_value,
+)
 from phobos.systemd.sandbox import required_directories
 from phobos.systemd.units import Target, render
 
@@ -128,11 +137,37 @@ def test_device_unit() -> None:
     ("semi;colon", '"semi;colon"'),
 ])
 def test_quote_arg(arg: str, quoted: str) -> None:
-    assert quote_arg(arg) == quoted
+    assert unit_value(arg, Syntax.ARG, key="k") == quoted
 
 
-def test_quote_path_keeps_dollars() -> None:
-    assert quote_path("/srv/$x 1%") == '"/srv/$x 1%%"'
+def test_quote_path_keeps_dollars_and_quotes_colons() -> None:
+    assert unit_value("/srv/$x 1%", Syntax.PATH, key="k") == '"/srv/$x 1%%"'
+    assert unit_value("/srv/a:b", Syntax.PATH, key="k") == '"/srv/a:b"'
+
+
+@pytest.mark.parametrize("syntax", list(Syntax))
+@pytest.mark.parametrize("value", ["a\nb", "a\rb", "a\x00b", "a\x1bb", "a\x7fb"])
+def test_control_characters_never_reach_a_unit(syntax: Syntax, value: str) -> None:
+    with pytest.raises(SystemdError, match=r"^jobs\.x\.description: .* control character"):
+        unit_value(value, syntax, key="jobs.x.description")
+
+
+def test_text_cannot_end_in_a_line_continuation() -> None:
+    with pytest.raises(SystemdError, match="backslash"):
+        unit_value("phobos: a\\", Syntax.TEXT, key="jobs.x.description")
+    assert unit_value("50% a\\b", Syntax.TEXT, key="k") == "50%% a\\b"
+
+
+def test_udev_values_cannot_close_their_quotes() -> None:
+    for value in ('x", RUN+="/bin/sh', "x\\"):
+        with pytest.raises(SystemdError, match="udev rule"):
+            unit_value(value, Syntax.UDEV, key="drives.a.luks_uuid")
+
+
+def test_name_limit_is_the_longest_unit_name() -> None:
+    assert NAME_MAX == 211
+    assert len(longest_unit_name("x" * NAME_MAX)) == 255
+    assert longest_unit_name("n") == "phobos-failure@phobos-drive-n.service.service"
 
 
 @pytest.mark.parametrize("seconds, text", [
@@ -259,5 +294,6 @@ def test_bad_schedule_and_uuid_are_refused() -> None:
 
 def test_sandbox_for_an_unknown_job_is_refused() -> None:
     text = NAS.replace("[systemd.sandbox.sync-nuhc]", "[systemd.sandbox.sync-nuch]")
-    with pytest.raises(SystemdError, match="did you mean 'sync-nuhc'"):
-        render(_config(text), TARGET)
+    with pytest.raises(ConfigError, match=r"systemd\.sandbox\.sync-nuch: no job named "
+                       r"'sync-nuch' \(did you mean 'sync-nuhc'\?\)"):
+        _config(text)

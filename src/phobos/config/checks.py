@@ -17,11 +17,89 @@ NOTIFY_EVENTS = ("failure", "warning", "success", "skipped", "overdue")
 
 
 def name_problem(name: str) -> str | None:
-    """Why ``name`` cannot name a table ([jobs.NAME], [hosts.NAME] ...), or None."""
-    if NAME.match(name):
+    """Why ``name`` cannot name a table ([jobs.NAME], [hosts.NAME] ...), or None. Names
+    become unit names, which systemd limits to 255 characters: the longest one phobos
+    derives (the failure hook's instance for a drive's unit) leaves NAME_MAX for it."""
+    from phobos.systemd.names import NAME_MAX
+
+    if not NAME.match(name):
+        return (f"{name!r} is not a valid name: use letters, digits, '.', '_' and '-', "
+                "starting with a letter or digit")
+    if len(name) > NAME_MAX:
+        return (f"{name[:20]!r}... is {len(name)} characters long; names are at most "
+                f"{NAME_MAX} (systemd's limit of 255 for the unit names made from them)")
+    return None
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def control_problem(text: str) -> str | None:
+    """Why ``text`` (a value that must be one line: a path, a device, a description)
+    cannot be used: it holds a newline or another control character."""
+    bad = _CONTROL.search(text)
+    if bad is None:
         return None
-    return (f"{name!r} is not a valid name: use letters, digits, '.', '_' and '-', "
-            "starting with a letter or digit")
+    what = "a newline" if bad.group() in "\r\n" else f"the control character {bad.group()!r}"
+    return f"{text!r} contains {what}; write it on one line without control characters"
+
+
+def line_problem(text: str | None) -> str | None:
+    """A one-line text (a description): no control character, no trailing backslash
+    (systemd would join the next line of a unit to it)."""
+    if text is None:
+        return None
+    if problem := control_problem(text):
+        return problem
+    if text.endswith("\\"):
+        return f"{text!r} ends with a backslash; remove it"
+    return None
+
+
+# Filesystem and LUKS UUIDs: hex digits in dash-separated groups (LUKS and ext4
+# 8-4-4-4-12, FAT and exFAT XXXX-XXXX, NTFS 16 digits).
+_UUID = re.compile(r"^[0-9A-Fa-f]+(-[0-9A-Fa-f]+)*$")
+UUID_MAX = 64
+
+
+def uuid_problem(text: str) -> str | None:
+    """Why ``text`` is not a filesystem or LUKS UUID, or None."""
+    if _UUID.match(text) and len(text) <= UUID_MAX:
+        return None
+    return (f"{text!r} is not a UUID: hex digits in groups separated by '-', as "
+            "`cryptsetup luksUUID DEVICE` or `blkid` print it")
+
+
+# Login names as useradd and sshd take them; "-" first would make an option of it.
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$")
+USER_MAX = 32
+
+
+def user_problem(user: str) -> str | None:
+    """Why ``user`` is not a login name for ssh and rsync (``USER@HOST``), or None."""
+    if _USER.match(user) and len(user) <= USER_MAX:
+        return None
+    return (f"{user!r} is not a login name: letters, digits, '_', '.' and '-' (not "
+            f"first), at most {USER_MAX} characters")
+
+
+# mount(8)'s ways of naming a device, besides a path under /dev.
+DEVICE_TAGS = ("UUID=", "LABEL=", "PARTUUID=", "PARTLABEL=")
+
+
+def device_problem(device: str | None) -> str | None:
+    """Why ``device`` is not something mount(8) takes as the device to mount."""
+    if device is None:
+        return None
+    if problem := control_problem(device):
+        return problem
+    tag = next((t for t in DEVICE_TAGS if device.startswith(t)), None)
+    if tag is not None and device.removeprefix(tag) and "/" not in device.removeprefix(tag):
+        return None
+    if device.startswith("/dev/") and ".." not in device.split("/"):
+        return None
+    return (f"{device!r} is not a device: write UUID=..., LABEL=..., PARTUUID=..., "
+            "PARTLABEL=... or a path under /dev/")
 
 
 def calendar_problem(text: str) -> str | None:

@@ -4,9 +4,10 @@ subclasses it with its own fields, resources and reference checks."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from phobos.config.checks import calendar_problem, positive
+from phobos.config.checks import calendar_problem, line_problem, positive
 from phobos.config.schema import Duration, Problems, setting
 from phobos.core.locks import Resource
 from phobos.core.model import BusyPolicy, JobKind
@@ -20,7 +21,8 @@ class JobBase:
     """Settings every job kind has. Kind modules subclass this with their own fields."""
 
     kind: JobKind = setting(doc="What the job does.")
-    description: str = setting("", doc="One line shown in status and units.")
+    description: str = setting("", check=line_problem,
+                               doc="One line shown in status and units.")
     schedule: str | None = setting(None, doc="systemd OnCalendar expression, e.g. "
                                    "`\"*-*-* 03:00\"`. Without it the job runs only when "
                                    "triggered.", check=calendar_problem)
@@ -47,3 +49,12 @@ class JobBase:
 
     def check_refs(self, config: Config, path: tuple[str, ...], problems: Problems) -> None:
         """Record problems with references to other tables (hosts, repos, drives)."""
+
+    def secret_values(self) -> list[str]:
+        """Secrets the job's own settings hold (redacted from every output)."""
+        return []
+
+    def archived_paths(self) -> tuple[tuple[Path, ...], tuple[str, ...]]:
+        """(paths the job puts into a repository, its exclude patterns): the layout check
+        refuses keys and state among them."""
+        return (), ()

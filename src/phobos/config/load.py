@@ -16,6 +16,7 @@ from typing import Any
 
 from phobos.config.checks import after_problems, name_problem
 from phobos.config.job import JobBase
+from phobos.config.layout import layout_problems
 from phobos.config.model import Config, TopLevel
 from phobos.config.schema import Problems, build, line_of, locate_keys
 from phobos.errors import ConfigError
@@ -70,6 +71,7 @@ def parse(raw: dict[str, Any], path: Path, source: str = "") -> Config:
                         systemd=top.systemd, web=top.web)
         for name, job in jobs.items():
             job.check_refs(config, ("jobs", name), problems)
+        layout_problems(config, problems)
     raw_jobs = raw.get("jobs", {})
     after_problems({name: job.after for name, job in jobs.items()},
                    raw_jobs if isinstance(raw_jobs, dict) else {}, problems)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import math
 import re
 import types
 import typing
@@ -30,6 +31,10 @@ MISSING: Any = dataclasses.MISSING
 
 class Duration(float):
     """Seconds, written in the config as ``"90s"``, ``"30m"``, ``"2h"`` or a number."""
+
+
+# Durations beyond ten years are typos (and `inf` would crash date arithmetic later).
+DURATION_MAX_DAYS = 3650
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +179,9 @@ def _enum_converter(hint: Any, raw: Any) -> Any:
 def _str(_: Any, raw: Any) -> str:
     if not isinstance(raw, str):
         raise TypeError(f"expected a string, got {_type_name(raw)}")
+    if "\0" in raw:
+        # No argument, path, environment variable or file name can hold one.
+        raise ValueError(f"{raw!r} contains a NUL character")
     return raw
 
 
@@ -186,7 +194,13 @@ def _int(_: Any, raw: Any) -> int:
 def _float(_: Any, raw: Any) -> float:
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         raise TypeError(f"expected a number, got {_type_name(raw)}")
-    return float(raw)
+    try:
+        value = float(raw)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value):
+        raise ValueError(f"{raw!r} is not a finite number")
+    return value
 
 
 def _bool(_: Any, raw: Any) -> bool:
@@ -199,13 +213,25 @@ def _path(_: Any, raw: Any) -> Path:
     text = _str(None, raw)
     if not text.startswith("/"):
         raise ValueError(f"{text!r} is not an absolute path")
+    if any(ord(c) < 32 or c == "\x7f" for c in text):
+        raise ValueError(f"{text!r} contains a newline or another control character")
+    if ".." in text.split("/"):
+        # Where a path lies decides what is archived, locked and writable: say it plainly.
+        raise ValueError(f"{text!r} contains '..': write the path without it")
     return Path(text)
 
 
 def _duration(_: Any, raw: Any) -> Duration:
     if not isinstance(raw, str | int | float) or isinstance(raw, bool):
         raise TypeError(f"expected a duration such as \"30m\", got {_type_name(raw)}")
-    return Duration(parse_duration(raw))
+    try:
+        seconds = parse_duration(raw)
+    except OverflowError:  # an integer beyond any float
+        seconds = math.inf
+    if not math.isfinite(seconds) or seconds > DURATION_MAX_DAYS * 86400:
+        raise ValueError(f"{raw!r} is not a duration phobos can use: at most "
+                         f"{DURATION_MAX_DAYS} days (\"{DURATION_MAX_DAYS}d\")")
+    return Duration(seconds)
 
 
 _SCALARS: dict[Any, Callable[[Any, Any], Any]] = {

@@ -10,12 +10,15 @@ from pathlib import Path
 from types import MappingProxyType
 
 from phobos.config.checks import (
+    device_problem,
     events_problem,
     http_url_problem,
     http_urls_problem,
     listen_problem,
     one_of,
     positive,
+    user_problem,
+    uuid_problem,
 )
 from phobos.config.schema import Duration, setting
 
@@ -37,7 +40,9 @@ class StorageConfig:
     root: Path = setting(Path("/backup"), doc="Where backups live on the NAS.")
     holding: Path = setting(Path("/backup/holding"),
                             doc="Holding area: pulled copies of remote hosts, one folder each.")
-    device: str | None = setting(None, doc="Optional device (e.g. `UUID=...`) mounted on "
+    device: str | None = setting(None, check=device_problem,
+                                 doc="Optional device (`UUID=...`, `LABEL=...`, "
+                                 "`PARTUUID=...`, `PARTLABEL=...` or `/dev/...`) mounted on "
                                  "`root` only inside the backup mount namespace.")
 
 
@@ -65,7 +70,8 @@ class RepoConfig:
 class HostConfig:
     address: str = setting(doc="DNS name or IP address of the host to pull.")
     port: int = setting(22, doc="SSH port.")
-    user: str = setting("root", doc="Remote user.")
+    user: str = setting("root", check=user_problem, doc="Remote user (a login name: "
+                        "letters, digits, `_`, `.` and `-`, not starting with `-`).")
     identity: Path | None = setting(None, doc="SSH private key (default: phobos's pull key).")
     paths: tuple[str, ...] = setting(factory=tuple, doc="Remote paths to pull.")
     exclude: tuple[str, ...] = setting(factory=tuple, doc="rsync exclude patterns.")
@@ -77,8 +83,9 @@ class HostConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DriveConfig:
-    luks_uuid: str = setting(doc="UUID of the LUKS header (`cryptsetup luksUUID DEV`); with "
-                             "`unlock = \"none\"` the UUID of the filesystem on the device.")
+    luks_uuid: str = setting(check=uuid_problem, doc="UUID of the LUKS header (`cryptsetup "
+                             "luksUUID DEV`); with `unlock = \"none\"` the UUID of the "
+                             "filesystem on the device.")
     keyfile: Path | None = setting(None, doc="Keyfile that unlocks the drive (mode 0400); "
                                    "default `KEYS/NAME.key`, where `phobos drive init` puts it.")
     label: str = setting("extbackup", doc="Label of the filesystem inside.")

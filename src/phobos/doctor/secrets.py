@@ -1,68 +1,17 @@
 """Doctor check area ``secrets``: every file holding a key, passphrase or token (named
 or implied by the config) exists and only root can read it; the keys directory is
-closed to others."""
+closed to others (the list of files is :mod:`phobos.config.secrets`)."""
 
 from __future__ import annotations
 
 import os
 import shlex
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 from phobos.config.model import Config
+from phobos.config.secrets import Secret, secret_files
 from phobos.doctor.findings import Finding, error, ok, warning
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Secret:
-    """A file holding a secret: which setting names it, and whether it must exist."""
-
-    label: str
-    path: Path
-    required: bool = True
-
-
-def passcommand_file(command: str | None) -> Path | None:
-    """The file a ``cat FILE`` passcommand reads (the usual form, in the original setup
-    and in the docs), or None for any other command."""
-    try:
-        argv = shlex.split(command or "")
-    except ValueError:
-        return None
-    if len(argv) == 2 and os.path.basename(argv[0]) == "cat" and argv[1].startswith("/"):
-        return Path(argv[1])
-    return None
-
-
-def secret_files(config: Config) -> list[Secret]:
-    """Every file the config names (or implies) that holds a key, passphrase or token."""
-    from phobos.drives.identity import all_drives
-    from phobos.tools import ssh
-
-    found = []
-    for name, repo in sorted(config.repos.items()):
-        if repo.passphrase_file is not None:
-            found.append(Secret(label=f"repo {name} passphrase",
-                                path=repo.passphrase_file))
-        if (catted := passcommand_file(repo.passcommand)) is not None:
-            found.append(Secret(label=f"repo {name} passcommand", path=catted))
-    for drive in all_drives(config):
-        if drive.keyfile is not None:
-            found.append(Secret(label=f"drive {drive.name} keyfile", path=drive.keyfile))
-            found.append(Secret(label=f"drive {drive.name} header",
-                                path=drive.header_backup, required=False))
-    email = config.notify.email
-    if email is not None and email.password_file is not None:
-        found.append(Secret(label="email password", path=email.password_file))
-    if config.web is not None and config.web.token_file is not None:
-        found.append(Secret(label="web token", path=config.web.token_file))
-    found.append(Secret(label="pull key", path=config.paths.keys / ssh.PULL_KEY,
-                        required=bool(config.hosts)))
-    for name, host in sorted(config.hosts.items()):
-        if host.identity is not None:
-            found.append(Secret(label=f"host {name} identity", path=host.identity))
-    return found
 
 
 def secret_findings(config: Config) -> list[Finding]:

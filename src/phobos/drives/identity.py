@@ -9,6 +9,7 @@ from pathlib import Path
 
 from phobos.config.model import Config
 from phobos.config.schema import suggest
+from phobos.config.secrets import KEYFILE_SUFFIX, drive_header_backup
 from phobos.core import locks
 from phobos.core.locks import Resource
 from phobos.errors import UsageError
@@ -38,11 +39,11 @@ class Drive:
 
 
 def default_keyfile(config: Config, name: str) -> Path:
-    return config.paths.keys / f"{name}.key"
+    return config.paths.keys / f"{name}{KEYFILE_SUFFIX}"
 
 
 def default_header_backup(config: Config, name: str) -> Path:
-    return config.paths.keys / f"{name}.luks-header"
+    return drive_header_backup(config, name)
 
 
 def default_mountpoint(config: Config, name: str) -> Path:

@@ -100,6 +100,9 @@ class ArchiveJob(JobBase):
         return (*repo_resources(config, self.repo, write=True),
                 *source_resources(config, self.sources))
 
+    def archived_paths(self) -> tuple[tuple[Path, ...], tuple[str, ...]]:
+        return self.sources, self.exclude
+
     def check_refs(self, config: Config, path: tuple[str, ...], problems: Problems) -> None:
         repo_problems(config, self.repo, (*path, "repo"), problems)
         name = path[-1]

@@ -50,6 +50,9 @@ class CommandJob(JobBase):
         return (*(Resource(name, write=False) for name in self.reads),
                 *(Resource(name, write=True) for name in self.writes))
 
+    def secret_values(self) -> list[str]:
+        return list(self.secret_env.values())
+
     def check_refs(self, config: Config, path: tuple[str, ...], problems: Problems) -> None:
         for key in ("reads", "writes"):
             for index, name in enumerate(getattr(self, key)):

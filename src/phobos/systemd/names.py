@@ -1,12 +1,16 @@
 """Names of the files and units phobos installs, and systemd's escaping and quoting rules
 (``systemd-escape --path``, ``Exec*=`` words, path lists, specifiers, time spans).
 
-Pure string functions: no config, no system access.
+Pure string functions: no config, no system access. :func:`unit_value` is the one way
+a value from the config (or the command line) enters a unit file.
 """
 
 from __future__ import annotations
 
 import re
+from enum import StrEnum
+
+from phobos.systemd.errors import SystemdError
 
 FAILURE_UNIT = "phobos-failure@.service"
 UDEV_RULES = "90-phobos-drives.rules"
@@ -55,33 +59,81 @@ def device_unit(luks_uuid: str) -> str:
     return escape_path(f"/dev/disk/by-uuid/{luks_uuid}") + ".device"
 
 
-def escape_specifiers(text: str) -> str:
-    """``text`` with every ``%`` doubled: systemd expands %X specifiers in almost every
-    setting, and ``%%`` is a literal ``%``."""
-    return text.replace("%", "%%")
+# A unit name is at most 255 characters (systemd's UNIT_NAME_MAX, NUL excluded).
+UNIT_NAME_MAX = 255
 
 
-def quote_arg(arg: str) -> str:
-    """One command-line word for ``Exec*=``: specifiers and ``$`` escaped, quoted when
-    it holds whitespace, quotes or backslashes (systemd.service(5), COMMAND LINES)."""
-    text = escape_specifiers(arg).replace("$", "$$")
-    if text and not re.search(r"[\s\"'\\;]", text):
+def failure_instance(unit: str) -> str:
+    """The ``OnFailure=`` instance systemd starts when ``unit`` fails (``%n`` filled in)."""
+    return FAILURE_HOOK.replace("%n", unit)
+
+
+def longest_unit_name(name: str) -> str:
+    """The longest unit name phobos derives from a job or drive called ``name``: the
+    failure hook's instance for the unit of a drive (``phobos-failure@phobos-drive-NAME
+    .service.service``), longer than every job unit, timer or their instances."""
+    return max((failure_instance(unit(name)) for unit in (job_service, job_timer,
+                                                           drive_service)), key=len)
+
+
+#: The longest job, drive (or any table) name whose units systemd accepts: 211.
+NAME_MAX = UNIT_NAME_MAX - len(longest_unit_name(""))
+
+
+class Syntax(StrEnum):
+    """Where in a unit (or udev rule) a value goes, which decides how it is written."""
+
+    ARG = "arg"  # one word of an Exec*= command line
+    PATH = "path"  # one entry of a path list (ReadWritePaths=, DeviceAllow='s node ...)
+    TEXT = "text"  # the rest of a line as it is (Description=, OnCalendar=)
+    COMMENT = "comment"  # a "#" comment line
+    UDEV = "udev"  # inside the double quotes of a udev rule's value
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Quoted, a path list entry keeps its ":" (BindPaths= splits SOURCE:DEST on it).
+_NEEDS_QUOTES = {Syntax.ARG: re.compile(r"[\s\"'\\;]"),
+                 Syntax.PATH: re.compile(r"[\s\"'\\:]")}
+
+
+def unit_value(value: str, syntax: Syntax, *, key: str) -> str:
+    """``value`` as it must be written into a unit at a place of kind ``syntax``: the one
+    way any value that is not phobos's own constant reaches a unit file or udev rule.
+
+    Refused (SystemdError naming ``key``, the setting it came from) where no escaping can
+    keep it on its line: a control character (systemd ends a line at a newline, a
+    carriage return or a NUL), a trailing backslash in ``TEXT`` (systemd would join the
+    next line to it), a quote or backslash in ``UDEV``. Otherwise escaped so that systemd
+    reads back exactly ``value``: specifiers (``%`` → ``%%``) everywhere but in comments
+    and udev rules; in ``ARG`` also ``$`` → ``$$`` and C-style quoting (Exec lines
+    unescape ``\\`` and ``\"``); in ``PATH`` quoting (path lists take quotes, not C
+    escapes, and expand no variables) — see systemd.service(5) COMMAND LINES and
+    systemd.syntax(7).
+    """
+    bad = _CONTROL.search(value)
+    if bad:
+        raise SystemdError(f"{key}: {value!r} contains the control character "
+                           f"{bad.group()!r}, which a unit file cannot hold",
+                           "remove it from the config (or from the path of the config "
+                           "file or program)")
+    if syntax is Syntax.COMMENT:
+        return value
+    if syntax is Syntax.UDEV:
+        if '"' in value or "\\" in value:
+            raise SystemdError(f"{key}: {value!r} cannot be written into a udev rule",
+                               "use letters, digits and dashes")
+        return value
+    text = value.replace("%", "%%")
+    if syntax is Syntax.TEXT:
+        if text.endswith("\\"):
+            raise SystemdError(f"{key}: {value!r} ends with a backslash, which systemd "
+                               "reads as a line continuation", "remove the backslash")
+        return text
+    if syntax is Syntax.ARG:
+        text = text.replace("$", "$$")
+    if text and not _NEEDS_QUOTES[syntax].search(text):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def quote_path(path: str) -> str:
-    """One entry of a path list (``ReadWritePaths=``): like :func:`quote_arg` without
-    ``$`` (path lists expand no variables)."""
-    text = escape_specifiers(path)
-    if text and not re.search(r"[\s\"'\\]", text):
-        return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def one_line(text: str) -> str:
-    """``text`` with every run of whitespace (newlines included) turned into one space."""
-    return " ".join(text.split())
 
 
 def timespan(seconds: float) -> str:

@@ -18,7 +18,8 @@ Pure, like the rendering: reads nothing but the config.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from phobos.config.job import JobBase
 from phobos.config.model import Config
 from phobos.core import locks
 from phobos.core.model import JobKind
-from phobos.systemd.names import quote_path
+from phobos.systemd.names import Syntax, unit_value
 
 HOME_DIRS = (Path("/home"), Path("/root"), Path("/run/user"))
 BORG_HOME_DIRS = (Path("/root/.config/borg"), Path("/root/.cache/borg"))
@@ -73,6 +74,7 @@ DRIVE_DEVICES = frozenset({"block-* rw", "/dev/mapper/control rw"})
 # The BlinkStick's hidraw node, bound into the unit's private /dev: its number depends
 # on what else is plugged in, and a missing one ("-") is skipped.
 HIDRAW_NODES = frozenset(f"/dev/hidraw{n}" for n in range(16))
+_PLAIN_DIRECTORY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,8 +125,10 @@ def _managed(config: Config) -> tuple[list[str], list[Path]]:
              ("RuntimeDirectory", Path("/run"), config.paths.run),
              ("LogsDirectory", Path("/var/log"), config.paths.log))
     for key, root, path in roots:
-        if root in path.parents:
-            lines.append(f"{key}={quote_path(str(path.relative_to(root)))}")
+        # These settings split on ":" even in quotes (SOURCE:SYMLINK): plain names only.
+        if root in path.parents and _PLAIN_DIRECTORY.match(str(path.relative_to(root))):
+            relative = str(path.relative_to(root))
+            lines.append(f"{key}={unit_value(relative, Syntax.PATH, key='paths')}")
         else:
             paths.append(path)
     if any(line.startswith("RuntimeDirectory=") for line in lines):
@@ -265,8 +269,12 @@ def _storage_devices(config: Config) -> frozenset[str]:
     device = config.storage.device or ""
     for tag, directory in DEVICE_TAGS:
         if device.startswith(tag):
-            return frozenset({f"{directory}{device.removeprefix(tag)} rw"})
-    return frozenset({f"{device} rw" if device.startswith("/dev/") else "block-* rw"})
+            return frozenset({_device_rule(f"{directory}{device.removeprefix(tag)}")})
+    return frozenset({_device_rule(device) if device.startswith("/dev/") else "block-* rw"})
+
+
+def _device_rule(node: str) -> str:
+    return f"{unit_value(node, Syntax.PATH, key='storage.device')} rw"
 
 
 def drive_sandbox(config: Config, drive: str) -> Sandbox:
@@ -305,15 +313,20 @@ def _path_lines(sandbox: Sandbox, own_paths: Sequence[Path]) -> list[str]:
                       if not (hidden_home and in_home(p)))
     lines = []
     if writable or optional:
-        lines.append("ReadWritePaths=" + " ".join(
-            [quote_path(str(p)) for p in writable] + [quote_path(f"-{p}") for p in optional]))
+        lines.append("ReadWritePaths=" + _path_list(
+            [*map(str, writable), *(f"-{p}" for p in optional)]))
     if sandbox.home_read:
         lines.append("ProtectHome=read-only")
     elif bound:
-        lines += ["ProtectHome=tmpfs", "BindPaths=" + " ".join(quote_path(str(p)) for p in bound)]
+        lines += ["ProtectHome=tmpfs", "BindPaths=" + _path_list(map(str, bound))]
     else:
         lines.append("ProtectHome=yes")
     return lines
+
+
+def _path_list(paths: Iterable[str]) -> str:
+    return " ".join(unit_value(path, Syntax.PATH, key="a path the unit writes")
+                    for path in paths)
 
 
 def _device_lines(sandbox: Sandbox) -> list[str]:
