@@ -3,6 +3,8 @@
 Where the tables put things must not lose data or carry secrets away. Refused
 (:func:`layout_problems`, each with the reason):
 
+- phobos's directories, the storage or a repository at ``/`` or a top-level system
+  directory (``/etc``, ``/var`` ...);
 - the holding area equal to, inside or around a repository (pulls write and prune there);
 - a repository equal to (or around) the storage root, or two repositories in one place;
 - ``[paths] state``/``keys`` and every secret file (passphrase files, keyfiles, the SMTP
@@ -54,9 +56,17 @@ def overlap(a: Path, b: Path) -> bool:
     return inside(a, b) or inside(b, a)
 
 
+# Directories of the system itself: none may be phobos's storage or own directory.
+TOP_DIRS = tuple(Path(p) for p in (
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32",
+    "/media", "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp",
+    "/usr", "/var", "/var/lib", "/var/log", "/var/cache", "/var/tmp"))
+
+
 def layout_problems(config: Config, problems: Problems) -> None:
     """Record every layout that loses data or carries secrets off-site (module docstring)."""
-    for check in (_holding_and_repos, _private_files, _run_dir, _drives, _led, _job_refs):
+    for check in (_own_dirs, _holding_and_repos, _private_files, _run_dir, _drives, _led,
+                  _job_refs):
         for where, message in check(config):
             problems.add(where, message)
 
@@ -78,6 +88,17 @@ def layout_warnings(config: Config) -> list[str]:
                                 f"is not on {storage.device}, which only the backup "
                                 "namespace shows")
     return warnings
+
+
+def _own_dirs(config: Config) -> Iterator[tuple[Where, str]]:
+    own: list[tuple[Where, Path]] = [(("paths", key), getattr(config.paths, key))
+                                      for key in ("state", "run", "log", "keys")]
+    own += [(("storage", key), getattr(config.storage, key)) for key in ("root", "holding")]
+    own += [(("repos", n, "path"), r.path) for n, r in sorted(config.repos.items())]
+    for where, path in own:
+        if path in TOP_DIRS:
+            yield where, (f"{path} is a directory of the system itself: phobos needs one of "
+                          "its own below it, e.g. /var/lib/phobos or /srv/backup")
 
 
 def _holding_and_repos(config: Config) -> Iterator[tuple[Where, str]]:

@@ -15,11 +15,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import functools
 import math
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ def build(cls: type[Any], raw: Any, path: tuple[str, ...], problems: Problems,
         problems.add(path, f"expected a table, got {_type_name(raw)}")
         return None
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(typing.cast(Hashable, cls))
     known = set(fields) | set(extra_keys)
     ok = True
     for key in raw:
@@ -114,6 +115,12 @@ def build(cls: type[Any], raw: Any, path: tuple[str, ...], problems: Problems,
             continue
         values[name] = value
     return cls(**values) if ok else None
+
+
+@functools.cache
+def _type_hints(cls: Hashable) -> dict[str, Any]:
+    # Resolving the annotations is most of the cost of a load: once per class.
+    return typing.get_type_hints(cls)
 
 
 class _Invalid:

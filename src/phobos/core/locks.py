@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -110,9 +111,18 @@ def merge(resources: Sequence[Resource]) -> list[Resource]:
     return [Resource(name, write) for name, write in sorted(merged.items())]
 
 
+# File names are at most 255 bytes; a long resource (a repo-path: of a borgmatic
+# repository) keeps its start readable and ends in a digest of the whole name.
+_STEM_MAX = 200
+
+
 def _file_stem(name: str) -> str:
     # Resource names come from validated config names; keep the file name readable.
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name.replace(":", "--"))
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", name.replace(":", "--"))
+    if len(stem) <= _STEM_MAX:
+        return stem
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return f"{stem[:_STEM_MAX - 17]}-{digest}"
 
 
 class Order(Protocol):

@@ -77,13 +77,19 @@ class Scan:
 
 
 def config_files(paths: tuple[Path, ...]) -> Iterator[Path]:
-    """The files borgmatic reads for ``-c PATH...``: files, or a directory's YAML files."""
+    """The files borgmatic reads for ``-c PATH...``: files, or a directory's YAML files.
+    Raises ConfigError for a directory that cannot be listed."""
     for path in paths:
-        if path.is_dir():
-            yield from sorted(p for p in path.iterdir()
-                              if p.suffix in (".yaml", ".yml") and p.is_file())
-        else:
-            yield path
+        try:
+            if not path.is_dir():
+                yield path
+                continue
+            found = sorted(p for p in path.iterdir()
+                           if p.suffix in (".yaml", ".yml") and p.is_file())
+        except OSError as exc:
+            raise ConfigError(f"cannot read borgmatic configs in {path}: "
+                              f"{exc.strerror or exc}") from None
+        yield from found
 
 
 def _loader(base: Path) -> Any:
