@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from hostile import base_raw, with_value
 from phobos.config.load import parse
 from phobos.config.model import Config
 from phobos.systemd.names import device_unit, escape_path
@@ -136,6 +137,28 @@ def test_verify_has_nothing_to_say(case: str, tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
+
+
+def test_verify_units_with_hostile_but_legal_values(tmp_path: Path) -> None:
+    """Values that need every kind of escaping (spaces, quotes, backslashes, %, $, ':')
+    in the paths, description, program and config file: systemd reads the units
+    without a word (unknown keys, relative paths or bad specifiers would be warnings)."""
+    raw = with_value(base_raw(tmp_path), ("systemd", "sandbox", "tidy", "read_write_paths"),
+                     ["/srv/a b/%i/$X/\"q'\\;", "/srv/a:b", "/srv/x\\"])
+    raw = with_value(raw, ("jobs", "nightly", "description"), '100% "sure"; $HOME a\\b')
+    raw = with_value(raw, ("paths", "state"), "/var/lib/pho bos:%n")
+    odd = tmp_path / "o d%d$x"  # systemd refuses quotes and backslashes in a program
+    odd.mkdir()
+    (odd / "phobos").symlink_to(PHOBOS)
+    source = tmp_path / "c o%n$X\\'q\";" / "phobos.toml"
+    config = parse(raw, source)
+    units = [p for p in _write(render(config, Target(executable=odd / "phobos",
+                                                     config=source)),
+                               tmp_path / "units")
+             if p.suffix in (".service", ".timer")]
+    done = subprocess.run(["systemd-analyze", "verify", "--man=no", *map(str, units)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stderr == "" and done.returncode == 0, done.stderr
 
 
 def exposure(unit: Path) -> float:

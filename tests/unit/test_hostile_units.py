@@ -99,3 +99,9 @@ def test_a_target_that_cannot_be_written_is_refused(field: str, tmp_path: Path) 
            field: Path(f"/x\nExecStartPre=/bin/{field}")}
     with pytest.raises(SystemdError, match="control character '\\\\n'"):
         render(parse(base_raw(tmp_path), SOURCE), Target(**bad))
+
+
+def test_a_program_path_systemd_would_refuse_is_refused(tmp_path: Path) -> None:
+    target = Target(executable=Path("/opt/it's/phobos"), config=SOURCE)
+    with pytest.raises(SystemdError, match=r"systemd\.executable: .* quote or backslash"):
+        render(parse(base_raw(tmp_path), SOURCE), target)

@@ -83,6 +83,7 @@ NAME_MAX = UNIT_NAME_MAX - len(longest_unit_name(""))
 class Syntax(StrEnum):
     """Where in a unit (or udev rule) a value goes, which decides how it is written."""
 
+    EXECUTABLE = "executable"  # the program of an Exec*= command line
     ARG = "arg"  # one word of an Exec*= command line
     PATH = "path"  # one entry of a path list (ReadWritePaths=, DeviceAllow='s node ...)
     TEXT = "text"  # the rest of a line as it is (Description=, OnCalendar=)
@@ -92,7 +93,7 @@ class Syntax(StrEnum):
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Quoted, a path list entry keeps its ":" (BindPaths= splits SOURCE:DEST on it).
-_NEEDS_QUOTES = {Syntax.ARG: re.compile(r"[\s\"'\\;]"),
+_NEEDS_QUOTES = {Syntax.ARG: re.compile(r"[\s\"'\\;]"), Syntax.EXECUTABLE: re.compile(r"\s"),
                  Syntax.PATH: re.compile(r"[\s\"'\\:]")}
 
 
@@ -106,9 +107,10 @@ def unit_value(value: str, syntax: Syntax, *, key: str) -> str:
     next line to it), a quote or backslash in ``UDEV``. Otherwise escaped so that systemd
     reads back exactly ``value``: specifiers (``%`` → ``%%``) everywhere but in comments
     and udev rules; in ``ARG`` also ``$`` → ``$$`` and C-style quoting (Exec lines
-    unescape ``\\`` and ``\"``); in ``PATH`` quoting (path lists take quotes, not C
-    escapes, and expand no variables) — see systemd.service(5) COMMAND LINES and
-    systemd.syntax(7).
+    unescape ``\\`` and ``\"``); ``EXECUTABLE`` is quoted for whitespace only (systemd
+    expands no variables in it and refuses quotes and backslashes); in ``PATH`` quoting
+    (path lists take quotes, not C escapes, and expand no variables) — see
+    systemd.service(5) COMMAND LINES and systemd.syntax(7).
     """
     bad = _CONTROL.search(value)
     if bad:
@@ -123,6 +125,11 @@ def unit_value(value: str, syntax: Syntax, *, key: str) -> str:
             raise SystemdError(f"{key}: {value!r} cannot be written into a udev rule",
                                "use letters, digits and dashes")
         return value
+    if syntax is Syntax.EXECUTABLE and re.search(r"[\\\"']", value):
+        # systemd refuses such a program path ("contains special characters").
+        raise SystemdError(f"{key}: {value!r} holds a quote or backslash, which systemd "
+                           "refuses in the path of a program",
+                           "install phobos under a path without them")
     text = value.replace("%", "%%")
     if syntax is Syntax.TEXT:
         if text.endswith("\\"):

@@ -86,10 +86,10 @@ def _unit(target: Target, sections: Sequence[tuple[str, Iterable[str]]]) -> str:
 
 
 def _exec(target: Target, *args: str) -> str:
-    argv = [(str(target.executable), "systemd.executable"), ("-c", "-c"),
-            (str(target.config), "the config file's path"),
+    program = unit_value(str(target.executable), Syntax.EXECUTABLE, key="systemd.executable")
+    argv = [("-c", "-c"), (str(target.config), "the config file's path"),
             *((arg, "a command-line argument") for arg in args)]
-    return " ".join(unit_value(arg, Syntax.ARG, key=key) for arg, key in argv)
+    return " ".join([program, *(unit_value(arg, Syntax.ARG, key=key) for arg, key in argv)])
 
 
 def _description(text: str, key: str) -> str:
