@@ -129,7 +129,7 @@ def test_the_repo_is_copied_under_borgs_lock(tmp_path: Path) -> None:
         "borg", "with-lock", "--lock-wait", "3600", "/backup/borg",
         "rsync", "-a", "--delete", "--delete-excluded", "-ii", "--out-format=%i|%l|%n",
         "--exclude=/lock.exclusive", "--exclude=/lock.roster", "--max-alloc=4GiB",
-        "/backup/borg/", "/run/phobos/drives/ext-a/borg/")
+        "--", "/backup/borg/", "/run/phobos/drives/ext-a/borg/")
     assert copy.step.capture and copy.step.name == "copy-repo"
 
 
@@ -138,7 +138,7 @@ def test_holding_area_and_target(tmp_path: Path) -> None:
     repo, holding = drive_sync.plan(offsite(config), config, Path("/mnt/x"))
     assert repo.dest == Path("/mnt/x/repos/main")
     assert holding.step.argv == ("rsync", "-a", "--delete", "--delete-excluded", "-ii",
-                                 "--out-format=%i|%l|%n", "/backup/holding/",
+                                 "--out-format=%i|%l|%n", "--", "/backup/holding/",
                                  "/mnt/x/holding/")
     assert holding.step.warn_codes == (24,)  # files vanishing on a live system
 
@@ -210,28 +210,28 @@ def test_cryptsetup_argv_never_holds_a_secret() -> None:
     assert cryptsetup.luks_format("/dev/sdb", key, label="phobos-ext-a", pbkdf=fast) == (
         "cryptsetup", "luksFormat", "--type", "luks2", "--batch-mode", "--key-file",
         str(key), "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--label",
-        "phobos-ext-a", "/dev/sdb")
+        "phobos-ext-a", "--", "/dev/sdb")
     assert cryptsetup.add_passphrase("/dev/sdb", key) == (
-        "cryptsetup", "luksAddKey", "--batch-mode", "--key-file", str(key), "/dev/sdb")
+        "cryptsetup", "luksAddKey", "--batch-mode", "--key-file", str(key), "--", "/dev/sdb")
     assert cryptsetup.test_passphrase("/dev/sdb") == (
-        "cryptsetup", "open", "--test-passphrase", "--batch-mode", "/dev/sdb")
+        "cryptsetup", "open", "--test-passphrase", "--batch-mode", "--", "/dev/sdb")
     assert cryptsetup.open_mapping("/dev/sdb", "phobos-ext-a", key) == (
-        "cryptsetup", "open", "--type", "luks", "--key-file", str(key), "/dev/sdb",
+        "cryptsetup", "open", "--type", "luks", "--key-file", str(key), "--", "/dev/sdb",
         "phobos-ext-a")
     assert cryptsetup.open_mapping("/dev/sdb", "m", key, readonly=True)[3:5] == (
         "luks", "--readonly")
-    assert cryptsetup.close_mapping("phobos-ext-a") == ("cryptsetup", "close", "phobos-ext-a")
+    assert cryptsetup.close_mapping("phobos-ext-a") == ("cryptsetup", "close", "--", "phobos-ext-a")
     assert cryptsetup.header_backup("/dev/sdb", Path("/k/h")) == (
-        "cryptsetup", "luksHeaderBackup", "/dev/sdb", "--header-backup-file", "/k/h")
+        "cryptsetup", "luksHeaderBackup", "--header-backup-file", "/k/h", "--", "/dev/sdb")
     assert cryptsetup.explain(2) == "no permission (bad passphrase or key)"
 
 
 def test_mount_argv() -> None:
     assert mnt.mount("/dev/mapper/x", Path("/m"), readonly=True) == (
-        "mount", "-o", "nodev,nosuid,noexec,noatime,ro", "/dev/mapper/x", "/m")
+        "mount", "-o", "nodev,nosuid,noexec,noatime,ro", "--", "/dev/mapper/x", "/m")
     assert mnt.mkfs_ext4("/dev/mapper/x", "extbackup", force=True) == (
-        "mkfs.ext4", "-q", "-m", "0", "-L", "extbackup", "-F", "/dev/mapper/x")
-    assert mnt.sync_fs(Path("/m")) == ("sync", "--file-system", "/m")
+        "mkfs.ext4", "-q", "-m", "0", "-L", "extbackup", "-F", "--", "/dev/mapper/x")
+    assert mnt.sync_fs(Path("/m")) == ("sync", "--file-system", "--", "/m")
     assert mnt.parse_export("DEVNAME=/dev/x\nUUID=abc\nTYPE=ext4\n") == {
         "DEVNAME": "/dev/x", "UUID": "abc", "TYPE": "ext4"}
 

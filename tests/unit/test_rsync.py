@@ -41,24 +41,24 @@ def test_rsh_quotes_paths_with_spaces_for_rsync_and_ssh() -> None:
 PULL_TABLE = [
     (  # the default: ACLs and xattrs where the holding filesystem has them
         Pull(login="root@luv", rsh=RSH, sources=("/etc", "/home"), dest=DEST),
-        (*BASE, "--acls", "--xattrs", *TAIL, "-e", RSH, "root@luv:/etc", "root@luv:/home",
+        (*BASE, "--acls", "--xattrs", *TAIL, "-e", RSH, "--", "root@luv:/etc", "root@luv:/home",
          "/backup/holding/luv/"),
     ),
     (  # a filesystem without ACLs and xattrs: neither is asked for
         Pull(login="root@luv", rsh=RSH, sources=("/etc",), dest=DEST, acls=False,
              xattrs=False),
-        (*BASE, *TAIL, "-e", RSH, "root@luv:/etc", "/backup/holding/luv/"),
+        (*BASE, *TAIL, "-e", RSH, "--", "root@luv:/etc", "/backup/holding/luv/"),
     ),
     (  # xattrs without ACLs
         Pull(login="root@luv", rsh=RSH, sources=("/etc",), dest=DEST, acls=False),
-        (*BASE, "--xattrs", *TAIL, "-e", RSH, "root@luv:/etc", "/backup/holding/luv/"),
+        (*BASE, "--xattrs", *TAIL, "-e", RSH, "--", "root@luv:/etc", "/backup/holding/luv/"),
     ),
     (  # excludes, bandwidth limit and extra options, in that order, before -e
         Pull(login="backup@[fe80::1]", rsh=RSH, sources=("var/lib",), dest=DEST / "srv",
              exclude=("*/.cache", "/home/*/Downloads"), bwlimit="5m",
              extra=("--one-file-system",)),
         (*BASE, "--acls", "--xattrs", *TAIL, "--exclude=*/.cache",
-         "--exclude=/home/*/Downloads", "--bwlimit=5m", "--one-file-system", "-e", RSH,
+         "--exclude=/home/*/Downloads", "--bwlimit=5m", "--one-file-system", "-e", RSH, "--",
          "backup@[fe80::1]:var/lib", "/backup/holding/luv/srv/"),
     ),
 ]
@@ -74,12 +74,12 @@ PRUNE = ("rsync", "--archive", "--relative", "--delete", "--existing", "--ignore
 
 
 @pytest.mark.parametrize(("pull", "argv"), [
-    (PULL_TABLE[0][0], (*PRUNE, "-e", RSH, "root@luv:/etc", "root@luv:/home",
+    (PULL_TABLE[0][0], (*PRUNE, "-e", RSH, "--", "root@luv:/etc", "root@luv:/home",
                         "/backup/holding/luv/")),
     (  # excludes keep their files from deletion too; no bandwidth limit needed
         PULL_TABLE[3][0],
         (*PRUNE, "--exclude=*/.cache", "--exclude=/home/*/Downloads", "--one-file-system",
-         "-e", RSH, "backup@[fe80::1]:var/lib", "/backup/holding/luv/srv/"),
+         "-e", RSH, "--", "backup@[fe80::1]:var/lib", "/backup/holding/luv/srv/"),
     ),
 ])
 def test_prune_argv_deletes_only(pull: Pull, argv: tuple[str, ...]) -> None:
@@ -118,9 +118,9 @@ def test_other_argv_builders() -> None:
     assert ssh.keygen_argv(Path("/k/pull"), "c") == (
         "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "c", "-f", "/k/pull")
     assert rsync.list_argv("root@luv", "ssh", "etc") == (
-        "rsync", "--list-only", "--dirs", "-e", "ssh", "root@luv:etc")
+        "rsync", "--list-only", "--dirs", "-e", "ssh", "--", "root@luv:etc")
     assert rsync.write_probe_argv("root@luv", "ssh", Path("/tmp/e"), "etc/.p/") == (
-        "rsync", "--dry-run", "--recursive", "-e", "ssh", "/tmp/e/", "root@luv:etc/.p/")
+        "rsync", "--dry-run", "--recursive", "-e", "ssh", "--", "/tmp/e/", "root@luv:etc/.p/")
 
 
 STATS_OUTPUT = """\

@@ -47,30 +47,30 @@ def luks_format(device: str, keyfile: Path, *, label: str | None = None,
             "--key-file", str(keyfile), *pbkdf]
     if label:
         argv += ["--label", label]
-    return (*argv, device)
+    return (*argv, "--", device)
 
 
 def add_passphrase(device: str, keyfile: Path, *, pbkdf: Sequence[str] = ()) -> tuple[str, ...]:
     """Add a passphrase slot, authorised by ``keyfile``; the passphrase comes on stdin."""
     return (CRYPTSETUP, "luksAddKey", "--batch-mode", "--key-file", str(keyfile), *pbkdf,
-            device)
+            "--", device)
 
 
 def test_passphrase(device: str, keyfile: Path | None = None) -> tuple[str, ...]:
     """Check that a key opens ``device`` without creating a mapping (no device-mapper
     needed). Without ``keyfile`` the passphrase is read from stdin."""
     key = ("--key-file", str(keyfile)) if keyfile is not None else ()
-    return (CRYPTSETUP, "open", "--test-passphrase", "--batch-mode", *key, device)
+    return (CRYPTSETUP, "open", "--test-passphrase", "--batch-mode", *key, "--", device)
 
 
 def header_backup(device: str, backup: Path) -> tuple[str, ...]:
     """Save the LUKS header (refused by cryptsetup if ``backup`` exists)."""
-    return (CRYPTSETUP, "luksHeaderBackup", device, "--header-backup-file", str(backup))
+    return (CRYPTSETUP, "luksHeaderBackup", "--header-backup-file", str(backup), "--", device)
 
 
 def luks_dump(device: str) -> tuple[str, ...]:
     """The LUKS header in words (no secret: the key slots' metadata only)."""
-    return (CRYPTSETUP, "luksDump", device)
+    return (CRYPTSETUP, "luksDump", "--", device)
 
 
 _LUKS1_SLOT = re.compile(r"^Key Slot (\d+): ENABLED")
@@ -96,23 +96,23 @@ def parse_keyslots(dump: str) -> list[int]:
 
 
 def luks_uuid(device: str) -> tuple[str, ...]:
-    return (CRYPTSETUP, "luksUUID", device)
+    return (CRYPTSETUP, "luksUUID", "--", device)
 
 
 def is_luks(device: str) -> tuple[str, ...]:
     """Exit 0 if ``device`` holds a LUKS header, 1 if not."""
-    return (CRYPTSETUP, "isLuks", device)
+    return (CRYPTSETUP, "isLuks", "--", device)
 
 
 def open_mapping(device: str, mapping: str, keyfile: Path, *,
                  readonly: bool = False) -> tuple[str, ...]:
     """Unlock ``device`` as ``/dev/mapper/<mapping>`` (needs device-mapper)."""
     return (CRYPTSETUP, "open", "--type", "luks", *(("--readonly",) if readonly else ()),
-            "--key-file", str(keyfile), device, mapping)
+            "--key-file", str(keyfile), "--", device, mapping)
 
 
 def close_mapping(mapping: str) -> tuple[str, ...]:
-    return (CRYPTSETUP, "close", mapping)
+    return (CRYPTSETUP, "close", "--", mapping)
 
 
 def mapper_path(mapping: str) -> Path:

@@ -98,39 +98,40 @@ def containing(entries: Iterable[MountEntry], path: Path) -> MountEntry | None:
 def mount(device: str, mountpoint: Path, *, readonly: bool = False,
           options: Iterable[str] = DRIVE_OPTIONS) -> tuple[str, ...]:
     opts = [*options, "ro" if readonly else "rw"]
-    return ("mount", "-o", ",".join(opts), device, str(mountpoint))
+    return ("mount", "-o", ",".join(opts), "--", device, str(mountpoint))
 
 
 def umount(mountpoint: Path) -> tuple[str, ...]:
-    return ("umount", str(mountpoint))
+    return ("umount", "--", str(mountpoint))
 
 
 def bind(source: Path, target: Path) -> tuple[str, ...]:
-    return ("mount", "--bind", str(source), str(target))
+    return ("mount", "--bind", "--", str(source), str(target))
 
 
 def remount_readonly(target: Path) -> tuple[str, ...]:
     """Make the mount at ``target`` read-only; bind mounts below it keep their own flags."""
-    return ("mount", "-o", "remount,bind,ro", str(target))
+    return ("mount", "-o", "remount,bind,ro", "--", str(target))
 
 
 def make_private(target: Path) -> tuple[str, ...]:
-    return ("mount", "--make-private", str(target))
+    return ("mount", "--make-private", "--", str(target))
 
 
 def sync_fs(path: Path) -> tuple[str, ...]:
     """Flush the filesystem holding ``path`` (syncfs(2) of that filesystem only)."""
-    return ("sync", "--file-system", str(path))
+    return ("sync", "--file-system", "--", str(path))
 
 
 def mkfs_ext4(device: str, label: str, *, force: bool = False) -> tuple[str, ...]:
     """ext4 without reserved blocks (nobody but phobos writes a backup drive)."""
-    return ("mkfs.ext4", "-q", "-m", "0", "-L", label, *(("-F",) if force else ()), device)
+    return ("mkfs.ext4", "-q", "-m", "0", "-L", label, *(("-F",) if force else ()), "--",
+            device)
 
 
 def blkid_probe(device: str) -> tuple[str, ...]:
     """Low-level probe of ``device`` (no cache): exit 2 when nothing is found on it."""
-    return ("blkid", "-p", "-o", "export", device)
+    return ("blkid", "-p", "-o", "export", "--", device)
 
 
 def parse_export(text: str) -> dict[str, str]:

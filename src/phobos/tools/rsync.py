@@ -125,19 +125,22 @@ def prune_argv(pull: Pull) -> tuple[str, ...]:
 
 
 def _ends(pull: Pull) -> tuple[str, ...]:
-    """Extra options, the ssh command, sources and destination: the same in both passes."""
+    """Extra options, the ssh command, then ``--`` (nothing from the config after it can be
+    read as an option: a user "--log-file=..." would be one), sources and destination:
+    the same in both passes. rsync does not pass the ``--`` on to the remote side, so
+    rrsync sees the usual server command line."""
     sources = (f"{pull.login}:{source}" for source in pull.sources)
-    return (*pull.extra, "-e", pull.rsh, *sources, f"{pull.dest}/")
+    return (*pull.extra, "-e", pull.rsh, "--", *sources, f"{pull.dest}/")
 
 
 def list_argv(login: str, rsh: str, source: str) -> tuple[str, ...]:
     """List one remote path without transferring it (does it exist, can we read it?)."""
-    return ("rsync", "--list-only", "--dirs", "-e", rsh, f"{login}:{source}")
+    return ("rsync", "--list-only", "--dirs", "-e", rsh, "--", f"{login}:{source}")
 
 
 def write_probe_argv(login: str, rsh: str, empty_dir: Path, target: str) -> tuple[str, ...]:
     """A dry-run push: a read-only (rrsync -ro) key must refuse it. Writes nothing."""
-    return ("rsync", "--dry-run", "--recursive", "-e", rsh, f"{empty_dir}/",
+    return ("rsync", "--dry-run", "--recursive", "-e", rsh, "--", f"{empty_dir}/",
             f"{login}:{target}")
 
 
@@ -276,7 +279,7 @@ def mirror_argv(source: Path, dest: Path, options: Sequence[str] = ()) -> tuple[
     """Mirror ``source`` into ``dest``, listing every file considered (changed or not) with
     its size: ``-ii`` with :data:`LIST_FORMAT`, read by :func:`parse_listing`."""
     return ("rsync", "-a", "--delete", "--delete-excluded", "-ii",
-            f"--out-format={LIST_FORMAT}", *options, f"{source}/", f"{dest}/")
+            f"--out-format={LIST_FORMAT}", *options, "--", f"{source}/", f"{dest}/")
 
 
 @dataclass(frozen=True, slots=True)
