@@ -280,6 +280,10 @@ def test_unknown_job_and_run_are_404(server: Server) -> None:
     reply = get(server.url + "/jobs/nigthly")
     assert reply.status == 404 and "no job named" in reply.body and "nightly" in reply.body
     assert get(server.url + "/runs/4242").status == 404
+    # Beyond SQLite's 64-bit ids: no run, not an internal error.
+    for huge in ("9223372036854775808", "9" * 40):
+        reply = get(server.url + f"/runs/{huge}")
+        assert reply.status == 404 and "no run with id" in reply.body
     assert get(server.url + "/nowhere").status == 404
 
 

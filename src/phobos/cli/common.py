@@ -35,15 +35,54 @@ def no_action(args: argparse.Namespace) -> ExitCode:  # pragma: no cover - argpa
     return ExitCode.USAGE
 
 
+# The largest id SQLite stores (a run id beyond it names no run).
+ID_MAX = 2**63 - 1
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high``; the error says which."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: use {low} to {high}")
+        return value
+
+    return parse
+
+
 def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
+    """An argparse type: a whole number of at least 1 (and at most :data:`ID_MAX`)."""
+    return bounded_int(1, ID_MAX)(text)
+
+
+def writable_file(text: str) -> Path:
+    """An argparse type: a file to write; refused if it is a directory."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory: name a file")
+    return path
+
+
+def writable_dir(text: str) -> Path:
+    """An argparse type: a directory to write into (created if missing); refused if it
+    exists and is not a directory."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a directory")
+    return path
+
+
+def write_output(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` for the user; UsageError saying why it cannot."""
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}",
+                         "name a file in a directory you may write to") from None
 
 
 def load_config(args: argparse.Namespace) -> Any:

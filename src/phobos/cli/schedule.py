@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from phobos.cli.common import json_flag, load_config, open_history, positive_int, print_json, verb
+from phobos.cli.common import (
+    json_flag,
+    load_config,
+    open_history,
+    positive_int,
+    print_json,
+    verb,
+    writable_file,
+)
 from phobos.errors import ExitCode, UsageError
 
 FROM_LAYOUT = "%Y-%m-%d %H:%M"
@@ -30,7 +37,8 @@ def register(verbs: Any) -> None:
                      help=f"window length in days, 1 to {MAX_DAYS} (default 1)")
     sub.add_argument("--from", dest="start", metavar="'YYYY-MM-DD HH:MM'",
                      help="start of the window, local time (default: this hour)")
-    sub.add_argument("--svg", type=Path, metavar="FILE", help="also write the picture as SVG")
+    sub.add_argument("--svg", type=writable_file, metavar="FILE",
+                     help="also write the picture as SVG")
     json_flag(sub)
 
 

@@ -9,7 +9,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from phobos.cli.common import json_flag, load_config, print_json, table, this_program, verb
+from phobos.cli.common import (
+    json_flag,
+    load_config,
+    print_json,
+    table,
+    this_program,
+    verb,
+    writable_dir,
+    write_output,
+)
 from phobos.errors import ExitCode, UsageError
 
 
@@ -20,7 +29,8 @@ def register(verbs: Any) -> None:
     actions = sub.add_subparsers(dest="action", metavar="ACTION", required=True)
     render = verb(actions, "render", "print the units for the config, or write them "
                   "to --dir", cmd_systemd_render)
-    render.add_argument("--dir", type=Path, help="write the files into this directory")
+    render.add_argument("--dir", type=writable_dir,
+                        help="write the files into this directory (created if missing)")
     install = verb(actions, "install", "write the units to /etc/systemd/system, "
                    "reload, enable and start the timers", cmd_systemd_install)
     uninstall = verb(actions, "uninstall", "disable and remove exactly the units "
@@ -64,9 +74,13 @@ def cmd_systemd_render(args: argparse.Namespace) -> ExitCode:
             print(("\n" if index else "") + f"### {name}")
             print(text, end="")
         return ExitCode.OK
-    args.dir.mkdir(parents=True, exist_ok=True)
+    try:
+        args.dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--dir {args.dir}: cannot create it: {exc.strerror or exc}"
+                         ) from None
     for name, text in files.items():
-        (args.dir / name).write_text(text, encoding="utf-8")
+        write_output(args.dir / name, text)
         print(args.dir / name)
     return ExitCode.OK
 

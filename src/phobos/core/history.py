@@ -291,8 +291,9 @@ class History:
     # --- reading -------------------------------------------------------------------------
 
     def run(self, run_id: int) -> Run:
-        row = self.db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?",
-                              (run_id,)).fetchone()
+        # SQLite stores 64-bit ids: a larger number names no run (and cannot be bound).
+        row = None if not 0 < run_id < 2**63 else self.db.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise UsageError(f"no run with id {run_id}", "see `phobos history` for run ids")
         return _run(row)
