@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import re
 import types
 import typing
@@ -130,11 +131,25 @@ def hostile_values(hint: Any) -> list[Any]:
 
 
 def with_value(raw: dict[str, Any], key: tuple[str, ...], value: Any) -> dict[str, Any]:
+    """A copy of ``raw`` with ``key`` set to ``value`` (tables on the way made tables)."""
     changed = copy.deepcopy(raw)
     table = changed
     for name in key[:-1]:
-        table = table.setdefault(name, {})
+        if not isinstance(table.get(name), dict):
+            table[name] = {}
+        table = table[name]
     table[key[-1]] = value
+    return changed
+
+
+def without(raw: dict[str, Any], key: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of ``raw`` without ``key`` (unchanged if it is not there)."""
+    changed = copy.deepcopy(raw)
+    table: Any = changed
+    for name in key[:-1]:
+        table = table.get(name) if isinstance(table, dict) else None
+    if isinstance(table, dict):
+        table.pop(key[-1], None)
     return changed
 
 
@@ -209,3 +224,38 @@ def unquote(words: str, *, c_escapes: bool) -> list[str]:
 def specifiers_undone(text: str, *, dollars: bool = False) -> str:
     text = text.replace("%%", "%")
     return text.replace("$$", "$") if dollars else text
+
+
+def toml_dumps(data: Mapping[str, Any]) -> str:
+    """``data`` as a TOML document: one ``key = value`` line per top-level key, tables
+    inline (the loader reads any TOML; line numbers do not matter here)."""
+    return "".join(f"{_toml_key(k)} = {_toml_value(v)}\n" for k, v in data.items())
+
+
+def _toml_key(key: str) -> str:
+    return _toml_string(key)
+
+
+def _toml_string(text: str) -> str:
+    # JSON's escapes of control characters are TOML's; the rest stays as it is (JSON
+    # would write characters beyond U+FFFF as surrogate pairs, which TOML refuses), but
+    # DEL, which TOML wants escaped.
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "nan" if value != value else ("inf" if value > 0 else "-inf") \
+            if value in (float("inf"), float("-inf")) else repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}"
+                               for k, v in value.items()) + "}"
+    raise TypeError(f"no TOML for {value!r}")

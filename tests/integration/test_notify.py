@@ -86,14 +86,17 @@ def test_apprise_events_filter_and_success_type(sandbox: Sandbox) -> None:
 
 def test_apprise_failure_names_the_url_and_keeps_the_outcome(sandbox: Sandbox) -> None:
     with http_server(status=500) as broken, http_server() as working:
-        sandbox.write(JOBS + apprise_table(f"json://127.0.0.1:{broken.port}/a",
+        sandbox.write(JOBS + apprise_table(f"json://127.0.0.1:{broken.port}/hook-token-a1",
                                            f"json://127.0.0.1:{working.port}/b"))
         code, report = run(sandbox, "nightly")
         assert len(working.wait(1)) == 1  # one bad URL does not stop the others
     assert (code, report["outcome"]) == (1, "failed")
     [warning] = notifier_lines(sandbox, report["run_id"])
+    # Named by its place and service: the token in its path stays out of the log.
     assert warning.startswith("warning: notifier apprise failed: 1 of 2 Apprise URLs failed: "
-                              f"#1 json://127.0.0.1:{broken.port}/a: ")
+                              "#1 json://…: ")
+    log = sandbox.phobos("log", str(report["run_id"])).stdout
+    assert "hook-token-a1" not in log and "#1 json://…" in log
 
 
 # --- pings -----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -120,19 +121,34 @@ def secret_urls(config: Config) -> list[str]:
 
 def url_parts(url: str) -> list[str]:
     """The parts of ``url`` that may carry its secret on their own (a log line may show
-    them in another URL): user, password, path segments and query values of at least
-    :data:`URL_PART_MIN` characters."""
+    them in another URL): the password, and the user, path segments, query values and
+    host that look like tokens (:func:`token_like`)."""
     try:
         parts = urlsplit(url)
-        values = [parts.username, parts.password, *parts.path.split("/"),
+        values = [parts.username, *parts.path.split("/"),
                   *(value for _, value in parse_qsl(parts.query))]
+        password = parts.password
     except ValueError:
         return []
-    found = [v for v in values if v and len(v) >= URL_PART_MIN]
+    found = [password] if password and len(password) >= 4 else []
+    found += [v for v in values if v and token_like(v)]
     # Apprise URLs put tokens where the host goes, too (tgram://BOT_TOKEN/CHAT_ID); a
-    # host name (with dots) is no secret.
+    # host name with an optional port is no secret.
     host = parts.netloc.rpartition("@")[2]
-    return found + ([host] if len(host) >= URL_PART_MIN and "." not in host else [])
+    if token_like(host) and not _HOST.fullmatch(host):
+        found.append(host)
+    return found
+
+
+_HOST = re.compile(r"[\w.-]+(:\d+)?|\[[0-9A-Fa-f:.]+\](:\d+)?")
+
+
+def token_like(text: str) -> bool:
+    """Long enough and odd enough to be a token rather than a word of the URL's own
+    (``notifications``, ``localhost``): at least :data:`URL_PART_MIN` characters with a
+    digit, or twice that."""
+    return len(text) >= URL_PART_MIN and (len(text) >= 2 * URL_PART_MIN
+                                          or any(c.isdigit() for c in text))
 
 
 def _file_values(path: Path) -> list[str]:

@@ -66,7 +66,11 @@ class RunContext:
         self._deadline = deadline
         self._step_seq = 0
         self._seq_lock = threading.Lock()
-        self.redact = proc.Redactor()
+        # Every secret the config names (config/secrets.py), not only the step's own:
+        # a command printing the Borg passphrase or the SMTP password is redacted too.
+        from phobos.config.secrets import redactor
+
+        self.redact = redactor(config)
 
     def log(self, line: str, stream: str = "phobos") -> None:
         """A line into the run's log (redacted) and, if echoing, onto the terminal."""

@@ -2,7 +2,7 @@
 
 The Apprise library is imported only when a note is sent, so a host without
 ``[notify.apprise]`` never pays for it. Each URL is sent to on its own, so a failure names
-the URL that failed — in Apprise's privacy form, which masks tokens and passwords.
+the URL that failed — by its place in the list and its service, never its tokens.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from phobos.config.secrets import url_parts
 from phobos.config.tables import AppriseConfig
 from phobos.core.proc import Redactor
 from phobos.notify.channel import Note
@@ -56,25 +57,23 @@ def _library() -> ModuleType:
 
 def _send_one(apprise: Any, index: int, url: str, note: Note) -> str | None:
     """Send ``note`` to one URL; None on success, else why not (secrets masked)."""
-    redact = Redactor([url])
+    redact = Redactor([url, *url_parts(url)])
     client = apprise.Apprise()
     # Apprise reports through logging; capture it, so nothing reaches stderr unredacted.
     with apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as captured:
         if not client.add(url):
             return f"URL #{index} is not a valid Apprise URL"
-        shown = _shown(client, index)
         ok = client.notify(body=note.body, title=note.subject, notify_type=note.severity,
                            body_format="text")
     if ok:
         return None
     said = [redact(line) for line in captured.getvalue().splitlines() if line.strip()]
-    return f"{shown}: {said[-1] if said else 'not delivered'}"
+    return f"{shown_url(index, url)}: {said[-1] if said else 'not delivered'}"
 
 
-def _shown(client: Any, index: int) -> str:
-    """``#2 json://host:port/...``: Apprise's privacy URL without its query string."""
-    try:
-        service = next(iter(client))
-        return f"#{index} {str(service.url(privacy=True)).split('?', 1)[0]}"
-    except Exception:  # any trouble describing the URL must not hide the real failure
-        return f"#{index}"
+def shown_url(index: int, url: str) -> str:
+    """``#2 json://…``: which URL, by its place and service only. Apprise's "privacy"
+    form is not enough: it masks passwords but keeps tokens that sit in the path
+    (``json://host/TOKEN``) or the host (``tgram://BOT_TOKEN/...``)."""
+    scheme = url.partition("://")[0]
+    return f"#{index} {scheme}://…" if scheme.isalnum() else f"#{index}"
