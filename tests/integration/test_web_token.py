@@ -96,17 +96,19 @@ def test_non_loopback_without_token_refuses_to_start(tmp_path: Path) -> None:
     assert done.returncode == 2 and "without a token" in done.stderr
 
 
-@pytest.mark.parametrize("problem", ["missing", "short", "world-readable"])
+@pytest.mark.parametrize("problem", ["missing", "short", "world-readable", "group-readable"])
 def test_a_bad_token_file_refuses_to_start(problem: str, tmp_path: Path) -> None:
     sandbox = Sandbox(root=tmp_path, config=tmp_path / "phobos.toml")
     token = with_token(sandbox, token="short" if problem == "short" else TOKEN,
-                       mode=0o644 if problem == "world-readable" else 0o600)
+                       mode={"world-readable": 0o644, "group-readable": 0o640}.get(problem,
+                                                                                   0o600))
     if problem == "missing":
         token.unlink()
     done = sandbox.phobos("web", "--listen", f"127.0.0.1:{free_port()}", timeout=30)
     assert done.returncode == 2, done.stderr
     expected = {"missing": "cannot read it", "short": "use at least 16",
-                "world-readable": "is readable by every user"}[problem]
+                "world-readable": "is readable by its group or every user",
+                "group-readable": "is readable by its group or every user"}[problem]
     assert f"[web] token_file {token}" in done.stderr and expected in done.stderr
 
 

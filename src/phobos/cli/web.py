@@ -32,7 +32,7 @@ def register(verbs: Any) -> None:
 
 def read_token(path: Path) -> str:
     """The token in ``path`` (surrounding whitespace ignored). UsageError if it is
-    missing, unreadable, too short, or readable by every user."""
+    missing, unreadable, too short, or open to its group or other users."""
     try:
         text = path.read_text(encoding="utf-8").strip()
         mode = path.stat().st_mode
@@ -45,9 +45,9 @@ def read_token(path: Path) -> str:
         raise UsageError(f"[web] token_file {path}: the token is {len(text)} characters "
                          f"long; use at least {MIN_TOKEN}",
                          f"e.g. `umask 077; openssl rand -hex 32 > {path}`")
-    if mode & stat.S_IROTH:
-        raise UsageError(f"[web] token_file {path} is readable by every user",
-                         f"`chmod o-rwx {path}`")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise UsageError(f"[web] token_file {path} is readable by its group or every user",
+                         f"`chmod 0600 {path}`")
     return text
 
 

@@ -32,3 +32,30 @@ def write_atomic(path: Path, data: str | bytes, *, mode: int = 0o644,
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def private_dir(path: Path) -> None:
+    """Make sure ``path`` exists as a directory that only its owner can list or write
+    (0711), whatever the umask; an existing one of ours that is more open is closed.
+
+    Others keep the search bit and nothing else: the dashboard's dynamic user reads the
+    history with CAP_DAC_READ_SEARCH, but SQLite's access(2) checks of the -wal and -shm
+    files ignore capabilities and need it (see :mod:`phobos.web.readonly`). Every file
+    in it that holds logs is 0600 (:func:`private_file`), so search alone reads nothing."""
+    path.mkdir(mode=0o711, parents=True, exist_ok=True)
+    _close(path, 0o711)
+
+
+def private_file(path: Path) -> None:
+    """Make sure ``path`` exists as a file only its owner can read (0600), whatever the
+    umask (created empty if missing; an existing one of ours is closed)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    os.close(fd)
+    _close(path, 0o600)
+
+
+def _close(path: Path, mode: int) -> None:
+    st = path.stat()
+    # Only what we own: root's phobos must not take over a directory it was pointed at.
+    if st.st_uid == os.geteuid() and st.st_mode & 0o777 & ~mode:
+        os.chmod(path, mode)

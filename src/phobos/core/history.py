@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from phobos.core.files import private_dir, private_file
 from phobos.core.model import Outcome
 from phobos.errors import PhobosError, UsageError
 
@@ -152,7 +153,10 @@ class History:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            # Every run's log is in here: private whatever the umask. SQLite gives its
+            # -wal and -shm files the database file's mode.
+            private_dir(path.parent)
+            private_file(path)
             # One connection may serve several threads of a run (parallel pulls);
             # self._lock serializes them.
             self.db = sqlite3.connect(path, timeout=30.0, isolation_level=None,
