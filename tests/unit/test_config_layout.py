@@ -91,12 +91,14 @@ def test_the_base_layout_is_fine() -> None:
     ({"drives.ext-a.mountpoint": "/etc"}, "drives.ext-a.mountpoint", "system directory"),
     ({"drives.ext-a.mountpoint": "/backup/borg"}, "drives.ext-a.mountpoint",
      "overlaps repository main /backup/borg"),
+    ({"drives.ext-a.mountpoint": "/backup/holding/x"}, "drives.ext-a.mountpoint",
+     "overlaps the holding area"),
     ({"drives.ext-a.mountpoint": "/backup"}, "drives.ext-a.mountpoint",
-     "overlaps the storage root"),
+     "is or holds the storage root /backup: the mounted drive would hide it"),
     ({"drives.ext-a.mountpoint": "/srv/drive"}, "drives.ext-a.mountpoint",
      "overlaps job nightly's source /srv"),
     ({"drives.ext-a.mountpoint": "/run/phobos"}, "drives.ext-a.mountpoint",
-     "overlaps the run directory"),
+     "is or holds the run directory"),
     ({"drives.ext-a.mountpoint": "/mnt/d", "drives.ext-b.mountpoint": "/mnt/d"},
      "drives.ext-b.mountpoint", "also drive ext-a's mountpoint"),
     ({"drives.ext-b.luks_uuid": "2F1E6B1C-1B8E-4F37-9D53-0C5D0A8E6F11"},
@@ -129,8 +131,10 @@ def test_one_message_per_place() -> None:
     assert text.count("inside the source /srv") == 1
 
 
-def test_default_mountpoints_below_the_run_directory_are_fine() -> None:
+def test_mountpoints_that_hide_nothing_are_fine() -> None:
     load(**{"drives.ext-a.mountpoint": "/mnt/ext-a"})
+    load(**{"drives.ext-a.mountpoint": "/backup/drives/ext-a"})  # beside the repository
+    load(**{"drives.ext-a.mountpoint": "/var/lib/phobos/drives/ext-a"})
 
 
 def test_risky_layouts_are_warnings() -> None:

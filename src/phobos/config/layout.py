@@ -13,9 +13,9 @@ Where the tables put things must not lose data or carry secrets away. Refused
   carried off-site on a drive;
 - ``[paths] run`` overlapping the holding area (locks and the backup namespace among
   pulled files);
-- a drive mountpoint that is ``/`` or in a system directory, or that overlaps a
-  repository, the holding area, the storage root, phobos's own directories or an archive
-  source, and two drives with one mountpoint or one UUID;
+- a drive mountpoint that is ``/`` or in a system directory, that is or holds the
+  storage root or phobos's own directories, or that is in, on or above a repository,
+  the holding area or an archive source; two drives with one mountpoint or one UUID;
 - the LED's state file in a system directory, a repository or the holding area.
 
 Legal but risky (:func:`layout_warnings`, printed by ``phobos config check`` and
@@ -184,19 +184,20 @@ def _system(path: Path) -> bool:
 def _drives(config: Config) -> Iterator[tuple[Where, str]]:
     taken: dict[Path, str] = {}
     uuids: dict[str, str] = {}
-    areas = _phobos_areas(config)
     for name, drive in sorted(config.drives.items()):
         mountpoint = drive.mountpoint or config.paths.run / "drives" / name
         where = ("drives", name, "mountpoint")
         if _system(mountpoint):
             yield where, (f"{mountpoint} is a system directory: mounting the drive there "
                           "would hide it; use a directory of its own, e.g. /mnt/" + name)
-        for what, area in areas:
-            if overlap(mountpoint, area) and not (what == "the run directory"
-                                                   and mountpoint != area
-                                                   and inside(mountpoint, area)):
-                yield where, (f"{mountpoint} overlaps {what} {area}: the mounted drive would "
-                              "hide it or be archived with it")
+        for what, area in _hidden_by_mounts(config):
+            if inside(area, mountpoint):
+                yield where, (f"{mountpoint} is or holds {what} {area}: the mounted drive "
+                              "would hide it")
+        for what, area in _data_areas(config):
+            if overlap(mountpoint, area):
+                yield where, (f"{mountpoint} overlaps {what} {area}: the drive would hide "
+                              "it, be written by it or be archived with it")
         if mountpoint in taken:
             yield where, f"{mountpoint} is also drive {taken[mountpoint]}'s mountpoint"
         taken[mountpoint] = name
@@ -207,16 +208,19 @@ def _drives(config: Config) -> Iterator[tuple[Where, str]]:
         uuids[uuid] = name
 
 
-def _phobos_areas(config: Config) -> list[tuple[str, Path]]:
-    """Where data lives that a drive mounted on top would hide."""
-    areas = [("the storage root", config.storage.root),
-             ("the holding area", config.storage.holding),
-             ("the state directory", config.paths.state),
-             ("the keys directory", config.paths.keys),
-             ("the run directory", config.paths.run),
+def _hidden_by_mounts(config: Config) -> list[tuple[str, Path]]:
+    """Directories a drive mounted on them (or on a folder above) would hide."""
+    return [("the storage root", config.storage.root),
+            ("the state directory", config.paths.state),
+            ("the keys directory", config.paths.keys),
+            ("the run directory", config.paths.run)]
+
+
+def _data_areas(config: Config) -> list[tuple[str, Path]]:
+    """Where backups live or come from: no drive may be mounted on, in or above them."""
+    areas = [("the holding area", config.storage.holding),
              *((f"repository {n}", r.path) for n, r in sorted(config.repos.items()))]
-    areas += [(f"job {job}'s source", source) for job, source, _ in _archived(config)]
-    return areas
+    return areas + [(f"job {job}'s source", source) for job, source, _ in _archived(config)]
 
 
 def _led(config: Config) -> Iterator[tuple[Where, str]]:
