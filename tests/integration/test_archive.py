@@ -182,3 +182,31 @@ def test_outside_borg_lock_timeout_names_the_holder(sandbox: Any) -> None:
     message = box.last_run("nightly")["message"]
     assert "exit code 73 (timed out waiting for the repository lock" in message
     assert f"pid {holder.pid}" in message
+
+
+def test_a_missing_source_fails_the_run_unless_missing_ok(sandbox: Any) -> None:
+    box = initialized(sandbox)
+    gone = box.root / "gone"
+    box.write(f"""\
+        [jobs.nightly]
+        kind = "archive"
+        repo = "main"
+        sources = ["{box.root}/src", "{gone}"]
+        """)
+    done = box.phobos("run", "nightly")
+    assert done.returncode == 1, done.stderr
+    run = box.last_run("nightly")
+    assert run["outcome"] == "failed"
+    assert run["message"].startswith(f"source {gone} does not exist: it would not be backed up")
+    assert box.archives() == []  # nothing half-done: Borg never ran
+    box.write(f"""\
+        [jobs.nightly]
+        kind = "archive"
+        repo = "main"
+        sources = ["{box.root}/src", "{gone}"]
+        missing_ok = true
+        """)
+    box.ok("run", "nightly")
+    run = box.last_run("nightly")
+    assert run["outcome"] == "success" and run["stats"]["nfiles"] == 40
+    assert f"missing_ok: leaving out {gone} (does not exist)" in box.log_text(run["id"])

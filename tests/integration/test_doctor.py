@@ -44,6 +44,11 @@ class DoctorBox:
         self.keyfile = self.secret("ext-a.key", os.urandom(64))
         self.extra = ""
         self.write()
+        # What the config says exists does (the storage area checks it): the archive
+        # source and a real repository.
+        (root / "src").mkdir()
+        init = self.phobos("repo", "init", "main")
+        assert init.returncode == 0, init.stderr
 
     @property
     def config(self) -> Path:
@@ -431,3 +436,55 @@ def test_hosts_to_pull_need_a_pinned_key(box: DoctorBox) -> None:
                                                            "bgH5C9okWi0dh2l9GKJl")])
     _, findings = box.report()
     assert find(findings, "hosts", "host luv")["severity"] == "ok"
+
+
+def test_a_missing_repository_source_device_and_bad_borgmatic_yaml_are_errors(
+        box: Sandbox) -> None:
+    borgmatic = box.root / "borgmatic.yaml"
+    borgmatic.write_text(f"repositories:\n  - path: {box.root}/backup/borg\n"
+                         "source_directories:\n  - /etc\nbogus_option: 1\n")
+    box.write(f"""
+[repos.gone]
+path = "{box.root}/backup/gone"
+
+[jobs.lost]
+kind = "archive"
+repo = "main"
+sources = ["{box.root}/nowhere"]
+
+[jobs.maybe]
+kind = "archive"
+repo = "main"
+sources = ["{box.root}/nowhere"]
+missing_ok = true
+
+[jobs.bm]
+kind = "borgmatic"
+configs = ["{borgmatic}"]
+""")
+    code, findings = box.report()
+    assert code == 1
+    assert find(findings, "storage", "repo main")["severity"] == "ok"
+    gone = find(findings, "storage", "repo gone")
+    assert gone["severity"] == "error" and "does not exist" in gone["message"]
+    assert gone["fix"].startswith("`phobos repo init gone`")
+    lost = find(findings, "storage", "job lost source")
+    assert lost["severity"] == "error" and "missing_ok = true" in lost["fix"]
+    assert find(findings, "storage", "job maybe source")["severity"] == "warning"
+    bad = find(findings, "storage", "job bm borgmatic configs")
+    assert bad["severity"] == "error" and "bogus_option" in bad["message"], bad
+    borgmatic.write_text(f"repositories:\n  - path: {box.root}/backup/borg\n"
+                         "source_directories:\n  - /etc\n")
+    _, findings = box.report()
+    assert find(findings, "storage", "job bm borgmatic configs")["severity"] == "ok"
+
+
+def test_an_absent_storage_device_is_an_error(box: Sandbox) -> None:
+    text = box.config.read_text().replace(
+        "[storage]\n", '[storage]\ndevice = "UUID=00000000-0000-4000-8000-000000000042"\n')
+    box.config.write_text(text)
+    code, findings = box.report()
+    device = find(findings, "storage", "device")
+    assert code == 1 and device["severity"] == "error" and "not attached" in device["message"]
+    # The repository is on that device: only the backup namespace could show it.
+    assert find(findings, "storage", "repo main")["severity"] == "ok"

@@ -177,3 +177,15 @@ def test_values_that_can_never_work_are_refused_at_load(changes: dict[str, Any],
 
 def test_the_longest_name_loads() -> None:
     load(**{"jobs." + "n" * 211: {"kind": "command", "argv": ["/bin/true"]}})
+
+
+def test_config_check_prints_the_warnings(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                          ) -> None:
+    from phobos.__main__ import main
+
+    config = tmp_path / "phobos.toml"
+    config.write_text('[paths]\nstate = "/run/phobos-state"\n')
+    assert main(["-c", str(config), "config", "check"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{config}: ok")
+    assert err.startswith("phobos: warning: paths.state: /run/phobos-state is usually a tmpfs")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from phobos.cli.common import json_flag, load_config, no_action, print_json, verb
@@ -33,6 +34,11 @@ def cmd_config_check(args: argparse.Namespace) -> ExitCode:
     summary = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no jobs"
     print(f"{config.source}: ok ({summary}; {len(config.hosts)} hosts, "
           f"{len(config.repos)} repos, {len(config.drives)} drives)")
+    # Legal but risky layouts: said here and by `phobos doctor`, never in a run's log.
+    from phobos.config.layout import layout_warnings
+
+    for warning in layout_warnings(config):
+        print(f"phobos: warning: {warning}", file=sys.stderr)
     return ExitCode.OK
 
 

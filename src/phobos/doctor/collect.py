@@ -24,6 +24,7 @@ from phobos.doctor.namespace import namespace_findings
 from phobos.doctor.notify import led_findings, notify_findings
 from phobos.doctor.options import Options
 from phobos.doctor.secrets import secret_findings
+from phobos.doctor.storage import storage_findings
 from phobos.doctor.tools import tool_findings
 from phobos.doctor.units import unit_findings
 
@@ -44,6 +45,7 @@ def _config_checks(config: Config, config_file: Path, opts: Options
                    ) -> list[tuple[str, Check]]:
     return [
         ("secrets", lambda: secret_findings(config)),
+        ("storage", lambda: storage_findings(config)),
         ("hosts", lambda: host_findings(config)),
         ("borg keys", lambda: key_export_findings(config)),
         ("drives", lambda: drive_findings(config)),

@@ -1,12 +1,14 @@
-"""Doctor check area ``config``: does the config file load, and what does it hold."""
+"""Doctor check area ``config``: does the config file load, what does it hold, and is
+its layout risky (:func:`phobos.config.layout.layout_warnings`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from phobos.config.layout import layout_warnings
 from phobos.config.load import load
 from phobos.config.model import Config
-from phobos.doctor.findings import Finding, error, ok
+from phobos.doctor.findings import Finding, error, ok, warning
 from phobos.errors import ConfigError
 
 
@@ -18,4 +20,6 @@ def load_config(path: Path) -> tuple[Config | None, list[Finding]]:
         return None, [error("config", "file", str(exc), exc.hint)]
     summary = (f"{len(config.jobs)} jobs, {len(config.hosts)} hosts, "
                f"{len(config.repos)} repos, {len(config.drives)} drives")
-    return config, [ok("config", "file", f"{path}: valid ({summary})")]
+    risky = [warning("config", "layout", text, "see `phobos config check`")
+             for text in layout_warnings(config)]
+    return config, [ok("config", "file", f"{path}: valid ({summary})"), *risky]

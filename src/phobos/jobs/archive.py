@@ -14,8 +14,10 @@ or a source lies on the backup storage (see :func:`phobos.repos.resources.source
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +29,7 @@ from phobos.config.schema import Problems, setting
 from phobos.core.locks import Resource
 from phobos.core.runner import RunContext
 from phobos.core.step import Step
+from phobos.errors import Absent, PhobosError
 from phobos.repos.borg_locks import guarded
 from phobos.repos.repo import Repo, borg_step, repo_problems
 from phobos.repos.resources import repo_resources, source_resources
@@ -95,6 +98,9 @@ class ArchiveJob(JobBase):
     exclude_caches: bool = setting(False, doc="Skip directories tagged with CACHEDIR.TAG.")
     create_options: tuple[str, ...] = setting((), doc="More `borg create` options, "
                                               "e.g. `[\"--exclude-if-present\", \".nobackup\"]`.")
+    missing_ok: bool = setting(False, doc="A source that does not exist is left out with a "
+                               "line in the log; without this it fails the run (a whole "
+                               "missing source is data not backed up).")
 
     def resources(self, config: Config) -> tuple[Resource, ...]:
         return (*repo_resources(config, self.repo, write=True),
@@ -283,12 +289,32 @@ def human_size(size: float) -> str:
     return f"{size:.2f} TB"  # pragma: no cover - loop always returns
 
 
+def present_sources(job: ArchiveJob, log: Callable[[str], None]) -> tuple[Path, ...]:
+    """The sources that exist. A missing one fails the run unless ``missing_ok`` (then it
+    is left out with a log line, and Absent when none is left): Borg would only warn,
+    and a run ending in "warning" mails nobody by default."""
+    missing = [s for s in job.sources if not (s.exists() or s.is_symlink())]
+    if not missing:
+        return job.sources
+    names = ", ".join(map(str, missing))
+    if not job.missing_ok:
+        raise PhobosError(f"source {names} does not exist: it would not be backed up",
+                          "check the path (a mount missing? a pull that never ran?); set "
+                          "missing_ok = true in the job if it may be absent")
+    log(f"missing_ok: leaving out {names} (does not exist)")
+    present = tuple(s for s in job.sources if s not in missing)
+    if not present:
+        raise Absent(f"none of the sources exists ({names}): nothing to archive")
+    return present
+
+
 def execute(ctx: RunContext) -> None:
     job = ctx.job
     assert isinstance(job, ArchiveJob)
     repo = Repo.open(ctx.config, job.repo)
     ctx.stats["repo"] = job.repo
     run = guarded(ctx.run, repo, ctx.log)
+    job = dataclasses.replace(job, sources=present_sources(job, ctx.log))
     for step in plan(job, ctx.name, repo):
         result = run(step)
         if step.name == "create":

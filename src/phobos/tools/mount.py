@@ -134,6 +134,15 @@ def blkid_probe(device: str) -> tuple[str, ...]:
     return ("blkid", "-p", "-o", "export", "--", device)
 
 
+def find_device(spec: str) -> tuple[str, ...]:
+    """The device node of ``spec`` (``UUID=...``, ``LABEL=...``, ``PARTUUID=...``,
+    ``PARTLABEL=...`` or ``/dev/...``) on stdout, from blkid's probe (no udev needed);
+    exit 2 when there is none."""
+    if spec.startswith("/dev/"):
+        return ("blkid", "-o", "device", "--", spec)
+    return ("blkid", "-o", "device", "-t", spec)
+
+
 def parse_export(text: str) -> dict[str, str]:
     """``KEY=value`` lines of ``blkid -o export``."""
     values = {}
