@@ -16,6 +16,7 @@ import socket
 from dataclasses import dataclass
 
 from phobos.config.model import Config
+from phobos.config.secrets import redactor
 from phobos.core import proc
 from phobos.core.history import History, Run
 from phobos.core.model import LedState, Outcome
@@ -100,8 +101,10 @@ def unit_note(failure: UnitFailure, config: Config) -> Note:
     headers = {"X-Phobos-Unit": failure.unit, "X-Phobos-Event": "failure"}
     if failure.job is not None:
         headers["X-Phobos-Job"] = failure.job
+    # The unit's journal lines are not phobos's own: redact every secret the config knows.
+    redact = redactor(config)
     return Note(subject=f"[phobos@{host}] unit {failure.unit} failed",
-                body="\n".join(lines) + "\n", severity="failure", headers=headers)
+                body=redact("\n".join(lines) + "\n"), severity="failure", headers=headers)
 
 
 def _run_lines(failure: UnitFailure, config: Config) -> list[str]:
