@@ -302,7 +302,7 @@ def test_units_installed_enabled_outdated_and_missing(box: DoctorBox, tmp_path: 
     assert enabled >= {"phobos-job-nightly.timer", "phobos-drive-ext-a.service"}
     assert "not checked" in find(findings, "units", "timers")["message"]
 
-    box.write('\n[jobs.later]\nkind = "archive"\nrepo = "main"\nsources = ["/x"]\n'
+    box.write(f'\n[jobs.later]\nkind = "archive"\nrepo = "main"\nsources = ["{box.root}/src"]\n'
               'schedule = "*-*-* 05:00"\n')
     (image / "etc/systemd/system/phobos-job-offsite.service").unlink()
     subprocess.run(["systemctl", f"--root={image}", "disable", "phobos-job-nightly.timer"],

@@ -283,8 +283,10 @@ def _web_hidden_paths(config: Config) -> list[Path]:
     web = config.web
     needed = [config.paths.state, config.paths.run, config.source,
               *([web.token_file] if web is not None and web.token_file else [])]
-    return sorted(p for p in found if p.is_absolute() and not any(
-        n == p or p in n.parents for n in needed))
+    hidden = {p for p in found if p.is_absolute() and not any(
+        n == p or p in n.parents for n in needed)}
+    # A file in a hidden directory (a keyfile in the keys directory) is hidden with it.
+    return sorted(p for p in hidden if not any(h in p.parents for h in hidden))
 
 
 def render_web_service(config: Config, target: Target) -> str:
