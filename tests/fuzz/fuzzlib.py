@@ -90,8 +90,8 @@ def run_inprocess(argv: Sequence[str], kind: str) -> Outcome:
     return Outcome(tuple(argv), code, out.getvalue(), err.getvalue(), seconds)
 
 
-def run_process(argv: Sequence[str], kind: str) -> Outcome:
-    """``python -m phobos ARGV`` as a real process, killed past the limit."""
+def run_process(argv: Sequence[str], kind: str, cwd: Path | None = None) -> Outcome:
+    """``python -m phobos ARGV`` as a real process (in ``cwd``), killed past the limit."""
     started = time.monotonic()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("PHOBOS_CONFIG", None)

@@ -191,7 +191,8 @@ def test_generated_configs_as_real_processes(world: World) -> None:
     @given(raw=configs(world), verb=st.sampled_from(VERBS))
     def check(raw: dict[str, Any], verb: tuple[str, ...]) -> None:
         path = world.write(raw)
-        problems.extend(_check(world, run_process(["-c", str(path), *verb], "process")))
+        problems.extend(_check(world, run_process(["-c", str(path), *verb], "process",
+                                                  cwd=world.dir)))
 
     settings_for(check, examples(16))()
     assert problems == [], "\n".join(problems[:20])
