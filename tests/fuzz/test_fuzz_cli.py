@@ -5,7 +5,9 @@ config in any output.
 
 Verbs that would act on this machine (format a drive, install units in /etc, mount,
 serve or loop forever, run jobs, reach other hosts) have their command lines parsed but
-not run; `systemd install/uninstall/list` run with `--root` in the temporary directory.
+not run; `systemd install/uninstall/list` run with `--root` in the temporary directory;
+verbs that join the backup namespace run as real processes, and the namespace is
+dropped at the end.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from fuzzlib import SEED, TALLY, examples, hang_problems, run_inprocess, run_process
@@ -30,6 +33,9 @@ PARSE_ONLY = {("run",), ("daemon",), ("demo",), ("web",), ("unlock",), ("ns", "c
               ("repo", "init"), ("repo", "key-export"), ("repo", "drill"), ("host", "add"),
               ("host", "rekey"), ("led", "test")}
 ROOTED = {("systemd", "install"), ("systemd", "uninstall"), ("systemd", "list")}
+# Run as real processes: they join the backup namespace (setns), which must not happen to
+# the test process itself.
+JOINING = {("repo", "info"), ("repo", "list"), ("drive", "sheet")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,15 +110,19 @@ def in_the_world(cli_world: World, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def cli_world() -> World:
-    world = World()
+def cli_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    world = World(tmp_path_factory.mktemp("fuzz-cli"))
     # borgmatic takes seconds to start (doctor validates its configs): under CI's load it
     # would eat most of the 10-second limit of every doctor call.
     del world.raw["jobs"]["bm"]
     config = world.dir / "phobos.toml"
     config.write_text(toml_dumps(world.raw))
     (world.dir / "root").mkdir()
-    return world
+    yield world
+    # `repo info` and friends join the backup namespace ([storage] device): drop it.
+    done = run_process(["-c", str(config), "ns", "destroy", "--force"], "cleanup")
+    assert done.code == 0, done.stderr
+    assert str(world.dir) not in Path("/proc/mounts").read_text()
 
 
 def _parse_only(argv: list[str]) -> list[str]:
@@ -143,7 +153,10 @@ def test_generated_command_lines(cli_world: World, verb: Verb) -> None:
             return
         if verb.path in ROOTED:
             argv = [*argv, "--root", str(cli_world.dir / "root")]
-        outcome = run_inprocess(argv, "cli")
+        if verb.path in JOINING:
+            outcome = run_process(argv, "cli process", cwd=cli_world.dir)
+        else:
+            outcome = run_inprocess(argv, "cli")
         problems.extend([*outcome.problems(cli_world.secrets), *hang_problems(outcome)])
 
     check()

@@ -7,7 +7,6 @@ deleted, or a table replaced by garbage."""
 
 from __future__ import annotations
 
-import tempfile
 import types
 import typing
 from collections.abc import Mapping
@@ -43,8 +42,8 @@ TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
 class World:
     """A directory with the fuzz config's files: secrets in place, state and keys."""
 
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="phobos-fuzz-"))
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
         self.raw = base_raw(self.dir)
         (self.dir / "keys").mkdir(mode=0o700)
         (self.dir / "keys" / "borg.pass").write_text("borg-passphrase-0123456789\n")
@@ -71,8 +70,8 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world() -> World:
-    return World()
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return World(tmp_path_factory.mktemp("fuzz-configs"))
 
 
 SAFE = st.text(st.sampled_from("abcxyz019-_. %$\"'\\:;é"), min_size=1, max_size=12)
