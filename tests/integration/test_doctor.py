@@ -439,7 +439,7 @@ def test_hosts_to_pull_need_a_pinned_key(box: DoctorBox) -> None:
 
 
 def test_a_missing_repository_source_device_and_bad_borgmatic_yaml_are_errors(
-        box: Sandbox) -> None:
+        box: DoctorBox) -> None:
     borgmatic = box.root / "borgmatic.yaml"
     borgmatic.write_text(f"repositories:\n  - path: {box.root}/backup/borg\n"
                          "source_directories:\n  - /etc\nbogus_option: 1\n")
@@ -479,7 +479,7 @@ configs = ["{borgmatic}"]
     assert find(findings, "storage", "job bm borgmatic configs")["severity"] == "ok"
 
 
-def test_an_absent_storage_device_is_an_error(box: Sandbox) -> None:
+def test_an_absent_storage_device_is_an_error(box: DoctorBox) -> None:
     text = box.config.read_text().replace(
         "[storage]\n", '[storage]\ndevice = "UUID=00000000-0000-4000-8000-000000000042"\n')
     box.config.write_text(text)
