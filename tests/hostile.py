@@ -186,9 +186,22 @@ def foreign_lines(files: Mapping[str, str], template_keys: set[str]) -> list[str
     return found
 
 
-def template_keys(files: Mapping[str, str]) -> set[str]:
-    return {m.group("key") for text in files.values() for line in text.split("\n")
-            if (m := LINE.match(line))}
+def template_keys(files: Mapping[str, str] | None = None) -> set[str]:
+    """Every key phobos's unit templates can write, read from their source
+    (``systemd/units.py`` and ``systemd/sandbox.py``: ``"Key=`` in a string, and the
+    ``*Directory`` keys of the managed directories), plus those in ``files``."""
+    import inspect
+
+    from phobos.systemd import sandbox, units
+
+    keys: set[str] = set()
+    for module in (units, sandbox):
+        source = inspect.getsource(module)
+        keys |= {k for k in re.findall(r"[\"'(]([A-Z][A-Za-z]+)=", source)
+                 if any(c.islower() for c in k)}  # not UUID=, LABEL= (device tags)
+        keys |= set(re.findall(r"\(\"([A-Z][A-Za-z]+Directory)\"", source))
+    return keys | {m.group("key") for text in (files or {}).values()
+                   for line in text.split("\n") if (m := LINE.match(line))}
 
 
 def unquote(words: str, *, c_escapes: bool) -> list[str]:
