@@ -189,3 +189,9 @@ def test_config_check_prints_the_warnings(tmp_path: Path, capsys: pytest.Capture
     out, err = capsys.readouterr()
     assert out.startswith(f"{config}: ok")
     assert err.startswith("phobos: warning: paths.state: /run/phobos-state is usually a tmpfs")
+
+
+def test_the_example_the_package_installs_is_a_valid_layout() -> None:
+    from phobos.config.load import load
+
+    load(Path(__file__).resolve().parents[2] / "docs" / "examples" / "phobos.toml")
