@@ -196,7 +196,14 @@ def test_without_borg_on_path_borg_is_an_error(box: DoctorBox, tmp_path: Path) -
     venv_site = subprocess.run([sys.executable, "-c", "import site; "
                                 "print(site.getsitepackages()[0])"], capture_output=True,
                                text=True, check=True).stdout.strip()
-    path = "/usr/sbin:/usr/bin:/sbin:/bin"
+    # The system's programs minus Borg (Debian's borgbackup may be installed too).
+    system = tmp_path / "system-bin"
+    system.mkdir()
+    for directory in (Path("/usr/sbin"), Path("/usr/bin")):
+        for program in directory.iterdir():
+            if not program.name.startswith("borg") and not (system / program.name).exists():
+                (system / program.name).symlink_to(program)
+    path = str(system)
     assert subprocess.run(["sh", "-c", "command -v borg"], env={"PATH": path},
                           capture_output=True).returncode != 0
     env = {"PATH": path, "PYTHONPATH": f"{site}:{venv_site}", "HOME": str(tmp_path)}
