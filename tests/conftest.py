@@ -10,6 +10,7 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,3 +69,15 @@ def phobos_env() -> dict[str, str]:
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Sandbox:
     return Sandbox(root=tmp_path, config=tmp_path / "phobos.toml")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The sections suites registered (see tests/suite_summary.py)."""
+    from suite_summary import SECTIONS
+
+    for title, lines in SECTIONS.items():
+        text = lines()
+        if text:
+            terminalreporter.section(title)
+            for line in text:
+                terminalreporter.write_line(line)

@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from hypothesis import HealthCheck, settings
+
 from phobos.__main__ import main
 from phobos.errors import ExitCode
+from suite_summary import add_section
 
 HANG_SECONDS = 10.0
 TALLY: Counter[str] = Counter()
@@ -118,3 +121,26 @@ def hang_problems(outcome: Outcome) -> list[str]:
     if outcome.code == -1:
         return [f"{' '.join(outcome.argv)!r}: ran longer than {HANG_SECONDS}s"]
     return []
+
+
+# Every fuzz test: a fixed seed, no example database, no deadline (the 10-second limit
+# per call is ours).
+settings.register_profile(
+    "phobos", derandomize=False, database=None, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                           HealthCheck.filter_too_much])
+settings.load_profile("phobos")
+
+
+def summary_lines() -> list[str]:
+    """How many configs and calls ran, their exit codes, the slowest call of each kind."""
+    if not TALLY:
+        return []
+    lines = [f"seed {SEED} (PHOBOS_FUZZ_SEED changes it, PHOBOS_FUZZ_SCALE scales the runs)"]
+    lines += [f"  {key}: {TALLY[key]}" for key in sorted(TALLY)]
+    lines += [f"  slowest {kind}: {seconds:.2f}s ({argv})"
+              for kind, (seconds, argv) in sorted(SLOWEST.items())]
+    return lines
+
+
+add_section("phobos fuzz", summary_lines)
