@@ -5,7 +5,9 @@ Contract of :func:`run`:
 - argv lists only, never a shell;
 - the child's environment is an allow-list of the parent's (PATH, locale, TZ) plus
   explicit additions; values of additions whose name looks secret are redacted;
-- stdout and stderr are streamed line by line to a sink, redacted;
+- stdout and stderr are streamed line by line to a sink, redacted; with a progress
+  reader, lines also end at a carriage return, and the reader decides what of each line
+  is kept (progress lines are reported, not logged);
 - a secret found in argv is refused before anything starts;
 - exit codes are classified by the caller's ok/warn sets;
 - on timeout or interruption (any exception while waiting, e.g. SIGTERM turned into
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from phobos.core.model import Outcome, format_duration
+from phobos.core.progress import LineReader, Progress, Reading
 from phobos.core.step import Step
 from phobos.errors import Interrupted, SecretLeak, StepFailed, ToolMissing
 
@@ -89,22 +92,45 @@ class Result:
     tail: tuple[str, ...] = ()
 
 
+ProgressSink = Callable[[Progress], None]
+_LINE_END = re.compile(rb"[\r\n]")
+
+
 @dataclass(slots=True, kw_only=True)
 class _Streams:
     sink: LineSink | None
     redact: Redactor
     capture: bool
     tail_lines: int
+    reader: LineReader | None = None
+    on_progress: ProgressSink | None = None
     captured: list[str] = field(default_factory=list)
     tail: list[str] = field(default_factory=list)
     partial: dict[str, bytes] = field(default_factory=dict)
+    after_cr: dict[str, bool] = field(default_factory=dict)
 
     def feed(self, stream: str, data: bytes) -> None:
         buffered = self.partial.get(stream, b"") + data
+        if self.reader is not None:
+            self.partial[stream] = self._pieces(stream, buffered)
+            return
         *lines, rest = buffered.split(b"\n")
         self.partial[stream] = rest
         for raw in lines:
             self._line(stream, raw)
+
+    def _pieces(self, stream: str, buffered: bytes) -> bytes:
+        """Hand on every piece ended by a newline or a carriage return (progress output
+        redraws one line with CRs and may not end a line for hours); returns the rest.
+        Empty pieces around a CR (the CR starting a redraw, CR LF) are not lines."""
+        start = 0
+        for match in _LINE_END.finditer(buffered):
+            piece, cr = buffered[start:match.start()], match.group() == b"\r"
+            start = match.end()
+            after_cr, self.after_cr[stream] = self.after_cr.get(stream, False), cr
+            if piece or not (cr or after_cr):
+                self._line(stream, piece)
+        return buffered[start:]
 
     def close(self) -> None:
         for stream, rest in self.partial.items():
@@ -114,6 +140,24 @@ class _Streams:
 
     def _line(self, stream: str, raw: bytes) -> None:
         text = raw.decode("utf-8", errors="replace").rstrip("\r")
+        if self.reader is None:
+            self._keep(stream, text)
+            return
+        reading = self._read(stream, text)
+        if reading.progress is not None and self.on_progress is not None:
+            self.on_progress(reading.progress)
+        if reading.text is not None:
+            for part in reading.text.split("\n"):
+                self._keep(stream, part)
+
+    def _read(self, stream: str, text: str) -> Reading:
+        assert self.reader is not None
+        try:
+            return self.reader(stream, text)
+        except Exception:  # a reader's bug must not stop the step: keep the line as it is
+            return Reading(text)
+
+    def _keep(self, stream: str, text: str) -> None:
         if self.capture and stream == "stdout":
             self.captured.append(text)
             return
@@ -167,6 +211,8 @@ def run(
     explain: Callable[[int], str] | None = None,
     on_start: Callable[[int], None] | None = None,
     tail_lines: int = 40,
+    reader: LineReader | None = None,
+    on_progress: ProgressSink | None = None,
 ) -> Result:
     """Run ``argv`` to completion and classify its exit code.
 
@@ -174,12 +220,15 @@ def run(
     message names the program, the code, ``explain(code)`` if given, and the last
     stderr lines. ``capture`` keeps stdout in the result instead of streaming it (for
     JSON output). ``on_start`` receives the child's PID (= its process group).
+    ``reader`` reads the program's progress output (see :mod:`phobos.core.progress`);
+    ``on_progress`` receives what it reports.
     """
     full_env = child_env(env)
     redact = Redactor(secrets)
     redact.add(*secret_env_values(env or {}))
     _refuse_secrets_in_argv(argv, redact)
-    streams = _Streams(sink=sink, redact=redact, capture=capture, tail_lines=tail_lines)
+    streams = _Streams(sink=sink, redact=redact, capture=capture, tail_lines=tail_lines,
+                       reader=reader, on_progress=on_progress)
     started = time.monotonic()
     proc = _spawn(argv, full_env, cwd, pass_fds, stdin_data is not None)
     with _live_lock:
@@ -420,7 +469,8 @@ def direct_runner(log: Log | None = None, *, announce: bool = True) -> StepRunne
             return run(step.argv, env=step.env, secrets=step.secrets, ok_codes=step.ok_codes,
                        warn_codes=step.warn_codes, timeout=step.timeout, sink=sink,
                        capture=step.capture, cwd=step.cwd, stdin_data=step.stdin,
-                       explain=step.explain)
+                       explain=step.explain,
+                       reader=step.progress() if step.progress is not None else None)
         except StepFailed as exc:
             if not announce:
                 raise

@@ -28,6 +28,7 @@ from phobos.core.history import History
 from phobos.core.locks import locked
 from phobos.core.model import BusyPolicy, Outcome, Trigger, format_duration
 from phobos.core.order import RunOrder
+from phobos.core.progress import ProgressListener, RunTracker, state_directory
 from phobos.core.step import Step
 from phobos.errors import Absent, Busy, ExitCode, Interrupted, PhobosError, StepFailed
 from phobos.notify.base import EventKind, Notifier, RunEvent, dispatch
@@ -47,11 +48,17 @@ class RunReport:
 
 
 class RunContext:
-    """What a job kind sees while it runs: config, logging, steps, stats."""
+    """What a job kind sees while it runs: config, logging, steps, stats, progress.
+
+    ``tool_progress``: plan the programs with their progress output (kinds read it);
+    ``listener`` is told about each step's progress (terminal bars; while it shows them,
+    the once-a-minute progress line goes to the log only).
+    """
 
     def __init__(self, *, config: Config, name: str, job: JobBase, run_id: int,
                  trigger: Trigger, history: History, echo: Echo | None,
-                 deadline: float | None) -> None:
+                 deadline: float | None, tool_progress: bool = True,
+                 listener: ProgressListener | None = None) -> None:
         self.config = config
         self.name = name
         self.job = job
@@ -71,13 +78,17 @@ class RunContext:
         from phobos.config.secrets import redactor
 
         self.redact = redactor(config)
+        self.tool_progress = tool_progress
+        self.tracker = RunTracker(state_directory(config.paths.run), run_id=run_id, job=name,
+                                  listener=listener,
+                                  log=lambda line: self.log(line, echo=listener is None))
 
-    def log(self, line: str, stream: str = "phobos") -> None:
+    def log(self, line: str, stream: str = "phobos", *, echo: bool = True) -> None:
         """A line into the run's log (redacted) and, if echoing, onto the terminal."""
         line = self.redact(line)
         self.history.log(self.run_id, stream, line)
         self.tail.append(line)
-        if self._echo is not None:
+        if self._echo is not None and echo:
             self._echo(f"[{self.name}] {line}")
 
     def warn_notifier(self, message: str) -> None:
@@ -98,6 +109,7 @@ class RunContext:
         shown = [self.redact(a) for a in step.argv]
         self.history.start_step(self.run_id, seq, step.name, shown)
         self.log(f"step {step.name}: {' '.join(shown)}")
+        self.tracker.step_started(seq, step.name, step.label)
         try:
             result = proc.run(
                 step.argv, env=step.env, secrets=(*self.redact.secrets, *step.secrets),
@@ -105,10 +117,14 @@ class RunContext:
                 timeout=self._step_timeout(step), sink=self._sink_for(step),
                 capture=step.capture,
                 cwd=step.cwd, stdin_data=step.stdin, check=False,
-                on_start=lambda pid: self.history.set_child(self.run_id, pid))
+                on_start=lambda pid: self.history.set_child(self.run_id, pid),
+                reader=step.progress() if step.progress is not None else None,
+                on_progress=lambda progress: self.tracker.update(seq, progress))
         except BaseException:
             self.history.finish_step(self.run_id, seq, None, Outcome.FAILED)
             raise
+        finally:
+            self.tracker.step_finished(seq)
         self.history.finish_step(self.run_id, seq, result.returncode, result.outcome)
         if result.outcome is Outcome.FAILED:
             error = proc.failure(result, step.explain)
@@ -135,9 +151,12 @@ class RunContext:
         return lambda stream, line: self.log(prefix + line, stream)
 
 
-def run_job(config: Config, name: str, trigger: Trigger, echo: Echo | None = None) -> RunReport:
+def run_job(config: Config, name: str, trigger: Trigger, echo: Echo | None = None, *,
+            tool_progress: bool = True,
+            listener: ProgressListener | None = None) -> RunReport:
     """Run job ``name`` once and record it. Never raises for the job's own failure:
-    the report says what happened (only a bad job name raises, before recording)."""
+    the report says what happened (only a bad job name raises, before recording).
+    ``tool_progress`` and ``listener``: see :class:`RunContext`."""
     from phobos.jobs import kind_module
 
     job = config.job(name)
@@ -151,7 +170,8 @@ def run_job(config: Config, name: str, trigger: Trigger, echo: Echo | None = Non
             run_id = history.start_run(job=name, kind=str(job.kind), trigger=str(trigger))
             deadline = None if job.timeout is None else time.monotonic() + job.timeout
             ctx = RunContext(config=config, name=name, job=job, run_id=run_id,
-                             trigger=trigger, history=history, echo=echo, deadline=deadline)
+                             trigger=trigger, history=history, echo=echo, deadline=deadline,
+                             tool_progress=tool_progress, listener=listener)
             started = time.monotonic()
             outcome, code, message, notifiers = _start_and_execute(ctx, module.execute)
             duration = time.monotonic() - started
@@ -234,6 +254,8 @@ def _execute(ctx: RunContext,
         for line in traceback.format_exc().splitlines():
             ctx.log(line, "stderr")
         return Outcome.FAILED, ExitCode.INTERNAL, f"internal error: {exc!r}"
+    finally:
+        ctx.tracker.close()  # the work is over: nothing left to show as running
     if ctx.warnings:
         return Outcome.WARNING, ExitCode.OK, "; ".join(ctx.warnings)
     return Outcome.SUCCESS, ExitCode.OK, None

@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from phobos.core.progress import ReaderFactory
+
 
 def _no_env() -> Mapping[str, str]:
     return MappingProxyType({})
@@ -18,6 +20,8 @@ class Step:
     ``env`` adds to the allow-listed environment; ``secrets`` are values to redact
     (and refuse in argv); ``stdin`` is fed to the child (e.g. a passphrase for a
     ``*_FD`` variable is passed by the planner as a pipe, never as an argument).
+    ``progress`` makes the reader of the program's progress output (see
+    :mod:`phobos.core.progress`); with it, output is also split at carriage returns.
     """
 
     name: str
@@ -32,3 +36,4 @@ class Step:
     cwd: str | None = None
     explain: Callable[[int], str] | None = None
     label: str = ""  # prefixed to each output line in the log, e.g. the host of a pull
+    progress: ReaderFactory | None = None

@@ -34,6 +34,7 @@ from phobos.repos.borg_locks import guarded
 from phobos.repos.repo import Repo, borg_step, repo_problems
 from phobos.repos.resources import repo_resources, source_resources
 from phobos.tools import borg as borgtool
+from phobos.tools.borg_progress import progress_step
 
 DEFAULT_NAME = "{job}-{now:%Y-%m-%dT%H:%M:%S}"
 
@@ -260,8 +261,13 @@ def template_problem(job: str, template: str) -> str | None:
 # --- planning (pure) and execution ----------------------------------------------------------
 
 
-def plan(job: ArchiveJob, name: str, repo: Repo) -> list[Step]:
-    """create (stats as JSON on stdout), then prune and compact if ``keep`` is set."""
+# Steps that may take long enough to be worth their progress output.
+PROGRESS_STEPS = ("create", "compact")
+
+
+def plan(job: ArchiveJob, name: str, repo: Repo, *, progress: bool = False) -> list[Step]:
+    """create (stats as JSON on stdout), then prune and compact if ``keep`` is set; with
+    ``progress``, create and compact report their progress."""
     borg, acc = repo.borg, repo.access
     options = [*(["--one-file-system"] if job.one_file_system else []),
                *(["--exclude-caches"] if job.exclude_caches else []), *job.create_options]
@@ -278,6 +284,8 @@ def plan(job: ArchiveJob, name: str, repo: Repo) -> list[Step]:
         compact = borgtool.compact_argv(borg, acc) if job.compact else None
         if compact is not None:
             steps.append(borg_step("compact", compact, acc, borg, repo.config.path))
+    if progress:
+        steps = [progress_step(s) if s.name in PROGRESS_STEPS else s for s in steps]
     return steps
 
 
@@ -315,7 +323,7 @@ def execute(ctx: RunContext) -> None:
     ctx.stats["repo"] = job.repo
     run = guarded(ctx.run, repo, ctx.log)
     job = dataclasses.replace(job, sources=present_sources(job, ctx.log))
-    for step in plan(job, ctx.name, repo):
+    for step in plan(job, ctx.name, repo, progress=ctx.tool_progress):
         result = run(step)
         if step.name == "create":
             _record_create(ctx, result.stdout)

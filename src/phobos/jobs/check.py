@@ -37,6 +37,7 @@ from phobos.repos.repo import Repo, repo_problems
 from phobos.repos.resources import repo_resources
 from phobos.tools import borg as borgtool
 from phobos.tools import borg_repository
+from phobos.tools.borg_progress import progress_step
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,10 +150,13 @@ def measured_overshoot(*, lock_seconds: float, asked: int, stopped_for_time: boo
 
 
 def plan(job: CheckJob, repo: Repo, *, max_duration_arg: int | None,
-         glob: str | None) -> Step:
+         glob: str | None, progress: bool = False) -> Step:
+    """The check; with ``progress`` it reports segments done and, for a slice, the time
+    left of its ``--max-duration``."""
     argv = borgtool.check_argv(repo.borg, repo.access, max_duration=max_duration_arg,
                                last=job.last, verify_data=job.verify_data, glob=glob)
-    return repo.step("check", argv, problems_fail=True)
+    step = repo.step("check", argv, problems_fail=True)
+    return progress_step(step, time_box=max_duration_arg) if progress else step
 
 
 def _archives_glob(ctx: RunContext, job: CheckJob) -> str | None:
@@ -185,7 +189,8 @@ def execute(ctx: RunContext) -> None:
     repo = Repo.open(ctx.config, job.repo)
     ctx.stats.update(repo=job.repo, mode=job.mode)
     if job.mode in ("archives", "verify-data"):
-        step = plan(job, repo, max_duration_arg=None, glob=_archives_glob(ctx, job))
+        step = plan(job, repo, max_duration_arg=None, glob=_archives_glob(ctx, job),
+                    progress=ctx.tool_progress)
         guarded(ctx.run, repo, ctx.log)(step)
         return
     previous = previous_from_stats(latest_check_stats(ctx, job.repo))
@@ -203,7 +208,7 @@ def _run_repository_check(ctx: RunContext, job: CheckJob, repo: Repo, asked: int
     started, result = time.monotonic(), None
     try:
         result = guarded(ctx.run, repo, ctx.log)(plan(job, repo, max_duration_arg=asked,
-                                                      glob=None))
+                                                      glob=None, progress=ctx.tool_progress))
     finally:  # coverage is recorded even when the check finds problems
         ok = result is not None
         # Borg's own run time (it holds the exclusive lock within it); without a result

@@ -111,26 +111,31 @@ def explain_copy(code: int) -> str:
     return f"{meaning}, or a Borg error such as a lock timeout" if code == 2 else meaning
 
 
-def plan(job: DriveSyncJob, config: Config, mountpoint: Path) -> list[Copy]:
-    """The copies for one drive mounted at ``mountpoint``."""
+def plan(job: DriveSyncJob, config: Config, mountpoint: Path, *,
+         progress: bool = False) -> list[Copy]:
+    """The copies for one drive mounted at ``mountpoint``; with ``progress`` each copy
+    reports its progress."""
     repo = config.repos[job.repo]
     dest = mountpoint / repo_target(job, config)
-    mirror = rsync.mirror_argv(repo.path, dest, (*REPO_EXCLUDES, *job.rsync_options))
+    mirror = rsync.mirror_argv(repo.path, dest, (*REPO_EXCLUDES, *job.rsync_options),
+                               progress=progress)
+    reader = rsync.progress_reader if progress else None
     copies = [Copy(what=f"repo {job.repo}", source=repo.path, dest=dest,
                    # Waits up to the repo's lock_wait for Borg's lock: phobos's own locks
                    # already keep phobos's Borg jobs away.
                    step=Step(name="copy-repo",
                              argv=borgtool.with_lock_argv(repo.path, repo.lock_wait, mirror),
                              env=borgtool.base_env(repo.base_dir), capture=True,
-                             explain=explain_copy))]
+                             explain=explain_copy, progress=reader))]
     if job.holding:
         holding, target = config.storage.holding, mountpoint / HOLDING_DIR
         copies.append(Copy(
             what="holding area", source=holding, dest=target,
             step=Step(name="copy-holding",
-                      argv=rsync.mirror_argv(holding, target, job.rsync_options),
+                      argv=rsync.mirror_argv(holding, target, job.rsync_options,
+                                             progress=progress),
                       capture=True, warn_codes=rsync.WARN_CODES,
-                      explain=rsync.explain_mirror)))
+                      explain=rsync.explain_mirror, progress=reader)))
     return copies
 
 
@@ -229,7 +234,7 @@ def sync_drive(ctx: RunContext, job: DriveSyncJob, drive: Drive, device: str) ->
 
 def copy_and_verify(ctx: RunContext, job: DriveSyncJob, mountpoint: Path) -> dict[str, Any]:
     """Copy every tree, flush the drive, then check each copy against its listing."""
-    copies = plan(job, ctx.config, mountpoint)
+    copies = plan(job, ctx.config, mountpoint, progress=ctx.tool_progress)
     listings = []
     stats: dict[str, Any] = {"files": 0, "bytes": 0, "copied_bytes": 0, "copy_seconds": 0.0}
     for copy in copies:

@@ -108,8 +108,10 @@ class HostPlan:
     diagnose: Step
 
 
-def plan_host(config: Config, name: str, features: rsync.Features) -> HostPlan:
-    """The steps pulling host ``name``, given what the holding filesystem supports."""
+def plan_host(config: Config, name: str, features: rsync.Features, *,
+              progress: bool = False) -> HostPlan:
+    """The steps pulling host ``name``, given what the holding filesystem supports; with
+    ``progress`` the transfer reports its progress."""
     host = config.hosts[name]
     ep = hosts.endpoint(config, name)
     sources, below = rsync.remote_sources(host.paths, host.rrsync_root)
@@ -118,11 +120,12 @@ def plan_host(config: Config, name: str, features: rsync.Features) -> HostPlan:
     spec = rsync.Pull(
         login=ep.login, rsh=ssh.rsh(ep), sources=sources, dest=dest, exclude=host.exclude,
         bwlimit=host.bwlimit, acls=features.acls, xattrs=features.xattrs,
-        extra=host.rsync_options)
+        extra=host.rsync_options, progress=progress)
     return HostPlan(
         name=name, endpoint=ep, folder=folder, dest=dest,
         pull=Step(name=f"pull {name}", argv=rsync.pull_argv(spec), label=name,
-                  warn_codes=rsync.WARN_CODES, explain=rsync.explain),
+                  warn_codes=rsync.WARN_CODES, explain=rsync.explain,
+                  progress=rsync.progress_reader if progress else None),
         prune=Step(name=f"prune {name}", argv=rsync.prune_argv(spec), label=name,
                    warn_codes=rsync.WARN_CODES, explain=rsync.explain),
         diagnose=Step(name=f"diagnose {name}", argv=ssh.ssh_argv(ep, "true"), label=name,
@@ -227,7 +230,7 @@ def _prepare(ctx: RunContext, name: str) -> HostPlan:
     if not ssh.pinned(ep.known_hosts, name):
         raise ssh.key_unknown(ep)
     features = _holding_features(ctx.config, name)
-    plan = plan_host(ctx.config, name, features)
+    plan = plan_host(ctx.config, name, features, progress=ctx.tool_progress)
     try:
         plan.dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -1,6 +1,6 @@
-"""rsync: the pull argv (pure), ``--stats`` parsing, exit codes, what the target
-filesystem supports, and the local mirror of a tree with its file listing (a drive-sync
-copy, see :func:`mirror_argv`).
+"""rsync: the pull argv (pure), ``--stats`` and ``--info=progress2`` parsing, exit codes,
+what the target filesystem supports, and the local mirror of a tree with its file listing
+(a drive-sync copy, see :func:`mirror_argv`).
 
 A pull is ``rsync --archive --relative`` of the host's paths into its holding folder:
 the holding tree mirrors the host's absolute paths (``holding/luv/etc/...``) whether or
@@ -26,9 +26,12 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from phobos.core.progress import LineReader, Progress, Reading
 
 PARTIAL_DIR = ".phobos-partial"
 WARN_CODES = (24,)
@@ -98,6 +101,7 @@ class Pull:
     acls: bool = True
     xattrs: bool = True
     extra: tuple[str, ...] = ()
+    progress: bool = False  # --info=progress2, read by progress_reader
 
 
 def pull_argv(pull: Pull) -> tuple[str, ...]:
@@ -108,6 +112,8 @@ def pull_argv(pull: Pull) -> tuple[str, ...]:
     if pull.xattrs:
         argv.append("--xattrs")
     argv += ["--partial", f"--partial-dir={PARTIAL_DIR}", "--stats", "--no-human-readable"]
+    if pull.progress:
+        argv.append(PROGRESS_OPTION)
     argv += [f"--exclude={pattern}" for pattern in pull.exclude]
     if pull.bwlimit:
         argv.append(f"--bwlimit={pull.bwlimit}")
@@ -201,6 +207,50 @@ def parse_stats(lines: Iterable[str]) -> dict[str, int]:
     return stats
 
 
+# --- --info=progress2 ------------------------------------------------------------------
+
+PROGRESS_OPTION = "--info=progress2"
+# "  52,428,800  44%  609.38MB/s    0:00:05 (xfr#1, to-chk=251/253)": bytes so far (with
+# or without separators), percent of the total known so far, rate (1024-based units),
+# time; the "(xfr#" part ends a file, and then the time is the time taken, not the time
+# left. "ir-chk" instead of "to-chk": the file list is still growing.
+_PROGRESS2 = re.compile(
+    r"^\s*(?P<bytes>\d[\d,.']*)\s+(?P<pct>\d+)%\s+(?P<rate>[\d.,]+)(?P<unit>[kMGT]?B)/s"
+    r"\s+(?:(?P<h>\d+):(?P<m>\d\d):(?P<s>\d\d)|\?\?:\?\?:\?\?)"
+    r"(?:\s+\(xfr#(?P<xfr>\d+),\s*(?P<list>ir|to)-chk=(?P<left>\d+)/(?P<files>\d+)\))?\s*$")
+_RATE_UNITS = {"B": 1, "kB": 1024, "MB": 1024 ** 2, "GB": 1024 ** 3, "TB": 1024 ** 4}
+
+
+def progress_reader(clock: Callable[[], float] = time.monotonic) -> LineReader:
+    """A reader of ``--info=progress2`` lines (see :mod:`phobos.core.progress`): bytes
+    done, rsync's percent, rate and its estimate of the time left; any other line is
+    kept as it is. rsync's percent and time left count only the files listed so far
+    while the list still grows (incremental recursion)."""
+    state: dict[str, float | None] = {"eta": None, "at": None}
+
+    def read(_stream: str, line: str) -> Reading:
+        match = _PROGRESS2.match(line)
+        if match is None:
+            return Reading(line)
+        now = clock()
+        seconds = None if match.group("h") is None else (
+            int(match.group("h")) * 3600 + int(match.group("m")) * 60 + int(match.group("s")))
+        if match.group("xfr") is None:  # a redraw: the time is rsync's time left
+            state["eta"], state["at"] = seconds, now
+        eta, at = state["eta"], state["at"]
+        files = match.group("files")
+        return Reading(None, Progress(
+            bytes_done=int(re.sub(r"[,.']", "", match.group("bytes"))),
+            fraction=int(match.group("pct")) / 100,
+            rate=float(match.group("rate").replace(",", ".")) * _RATE_UNITS[match.group("unit")],
+            files_done=None if files is None else int(files) - int(match.group("left")),
+            files_total=int(files) if files is not None and match.group("list") == "to"
+            else None,
+            eta=None if eta is None or at is None else max(0.0, eta - (now - at))))
+
+    return read
+
+
 # --- what the holding filesystem supports ---------------------------------------------
 
 
@@ -275,11 +325,15 @@ def _has_acls(probe: Path) -> bool:
 LIST_FORMAT = "%i|%l|%n"
 
 
-def mirror_argv(source: Path, dest: Path, options: Sequence[str] = ()) -> tuple[str, ...]:
+def mirror_argv(source: Path, dest: Path, options: Sequence[str] = (), *,
+                progress: bool = False) -> tuple[str, ...]:
     """Mirror ``source`` into ``dest``, listing every file considered (changed or not) with
-    its size: ``-ii`` with :data:`LIST_FORMAT`, read by :func:`parse_listing`."""
+    its size: ``-ii`` with :data:`LIST_FORMAT`, read by :func:`parse_listing`. With
+    ``progress``, rsync also reports ``--info=progress2`` (read by
+    :func:`progress_reader`, which must then see the output before the listing does)."""
+    shown = (PROGRESS_OPTION,) if progress else ()
     return ("rsync", "-a", "--delete", "--delete-excluded", "-ii",
-            f"--out-format={LIST_FORMAT}", *options, "--", f"{source}/", f"{dest}/")
+            f"--out-format={LIST_FORMAT}", *shown, *options, "--", f"{source}/", f"{dest}/")
 
 
 @dataclass(frozen=True, slots=True)
