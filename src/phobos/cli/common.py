@@ -105,6 +105,24 @@ def print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
+def json_errors(handler: Handler) -> Handler:
+    """``handler``, but with ``--json`` a failure also prints ``{"error": {"message",
+    "hint", "exit_code"}}`` on stdout (a script reading it never gets empty output);
+    the error then goes on to ``__main__`` as usual (stderr, exit code)."""
+    from phobos.errors import PhobosError
+
+    def wrapped(args: argparse.Namespace) -> ExitCode:
+        try:
+            return handler(args)
+        except PhobosError as exc:
+            if getattr(args, "json", False):
+                print_json({"error": {"message": exc.message, "hint": exc.hint,
+                                      "exit_code": int(exc.exit_code)}})
+            raise
+
+    return wrapped
+
+
 def when(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
 

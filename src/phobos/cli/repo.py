@@ -1,8 +1,10 @@
 """``phobos repo``: init, info, list, key-export and drill of Borg repositories.
 
 Output only: the work is in :mod:`phobos.repos`. Each verb takes the repository's
-phobos lock first and fails at once, naming the job that holds it, instead of letting
-Borg wait behind a running job.
+phobos lock first. While a job holds it, ``info`` and ``list`` (they only read) wait,
+saying which job it is and when it should end (``--no-wait``: exit 3 with that message);
+the others fail at once with it, instead of letting Borg wait behind the job. With
+``--json`` a failure prints a JSON error object on stdout too.
 """
 
 from __future__ import annotations
@@ -11,7 +13,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from phobos.cli.common import json_flag, load_config, no_action, print_json, verb, when
+from phobos.cli.common import (
+    json_errors,
+    json_flag,
+    load_config,
+    no_action,
+    print_json,
+    verb,
+    when,
+)
 from phobos.core import locks
 from phobos.core.console import say
 from phobos.errors import ExitCode
@@ -24,11 +34,13 @@ def register(verbs: Any) -> None:
     actions = sub.add_subparsers(dest="action", metavar="ACTION", required=True)
     _repo_action(actions, "init", "create the repository (encryption from the config)", cmd_init)
     info = _repo_action(actions, "info", "repository details, last archive, check coverage",
-                        cmd_info)
+                        json_errors(cmd_info))
     json_flag(info)
-    listing = _repo_action(actions, "list", "configured repositories, or one's archives", cmd_list,
-                           name_optional=True)
+    _no_wait_flag(info)
+    listing = _repo_action(actions, "list", "configured repositories, or one's archives",
+                           json_errors(cmd_list), name_optional=True)
     json_flag(listing)
+    _no_wait_flag(listing)
     export = _repo_action(actions, "key-export", "export the repository key to FILE (keep it "
                           "off the NAS)", cmd_key_export)
     export.add_argument("file", type=Path, help="where to write the key")
@@ -49,6 +61,12 @@ def _repo_action(actions: Any, name: str, help_text: str, handler: Any,
     parser.add_argument("name", nargs="?" if name_optional else None,
                         help="repository name ([repos.NAME] in the config)")
     return parser
+
+
+def _no_wait_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-wait", action="store_true",
+                        help="while a job uses the repository, exit 3 (naming the job and "
+                        "when it should end) instead of waiting for it")
 
 
 def _open(args: argparse.Namespace) -> tuple[Any, Any, Any]:
@@ -90,7 +108,8 @@ def cmd_info(args: argparse.Namespace) -> ExitCode:
     from phobos.repos.summary import summary
 
     config, repo, run = _open(args)
-    with cli_lock(config, args.name, write=False, what="info"):
+    with cli_lock(config, args.name, write=False, what="info", wait=not args.no_wait,
+                  tell=say):
         borg_info = info(repo, run)
     history = History.open(config.paths.state)
     try:
@@ -147,7 +166,8 @@ def cmd_list(args: argparse.Namespace) -> ExitCode:
     from phobos.repos.resources import cli_lock
 
     config, repo, run = _open(args)
-    with cli_lock(config, args.name, write=False, what="list"):
+    with cli_lock(config, args.name, write=False, what="list", wait=not args.no_wait,
+                  tell=say):
         found = archives(repo, run)
     if args.json:
         print_json({"repo": args.name, "archives": found})

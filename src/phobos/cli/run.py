@@ -4,9 +4,11 @@ ends here."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 from typing import Any
 
-from phobos.cli.common import json_flag, load_config, print_json, verb
+from phobos.cli.common import json_flag, load_config, open_history, print_json, verb
 from phobos.errors import ExitCode
 
 
@@ -17,7 +19,25 @@ def register(verbs: Any) -> None:
                      choices=["manual", "timer", "device", "daemon"],
                      help="what started the run (recorded in history; default manual)")
     sub.add_argument("-q", "--quiet", action="store_true", help="do not echo the job's log")
+    sub.add_argument("--no-progress", action="store_true",
+                     help="run the programs without their progress output and draw no "
+                     "bars (`phobos status` still shows the step and elapsed time)")
     json_flag(sub)
+
+
+def _bars(config: Any, args: argparse.Namespace) -> Any:
+    """Progress bars when a person watches (stderr is a terminal), else None."""
+    if args.quiet or args.no_progress or not sys.stderr.isatty():
+        return None
+    from phobos.core.terminal import TerminalBars
+    from phobos.schedule.plan import typical_duration
+
+    job = config.job(args.job)
+    history = open_history(config)
+    try:
+        return TerminalBars(typical_duration(history, args.job, job).median)
+    finally:
+        history.close()
 
 
 def cmd_run(args: argparse.Namespace) -> ExitCode:
@@ -26,8 +46,11 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
     from phobos.core.runner import run_job
 
     config = load_config(args)
-    report = run_job(config, args.job, Trigger(args.trigger),
-                     echo=None if args.quiet else say)
+    bars = _bars(config, args)
+    echo = None if args.quiet else bars.echo if bars is not None else say
+    with bars if bars is not None else contextlib.nullcontext():
+        report = run_job(config, args.job, Trigger(args.trigger), echo=echo,
+                         tool_progress=not args.no_progress, listener=bars)
     if args.json:
         print_json({"run_id": report.run_id, "job": report.job,
                     "outcome": str(report.outcome), "exit_code": int(report.exit_code),

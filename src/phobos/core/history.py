@@ -342,6 +342,13 @@ class History:
             "ORDER BY id DESC LIMIT ?", (job, limit))
         return [float(r[0]) for r in rows]
 
+    def running(self) -> list[tuple[Run, bool]]:
+        """Runs recorded as running, oldest first, each with whether its phobos process
+        is still there (a dead one's run stays "running" until :meth:`recover`)."""
+        rows = self.db.execute(f"SELECT {_RUN_COLUMNS}, pid, pid_start FROM runs "
+                               "WHERE outcome = 'running' ORDER BY id").fetchall()
+        return [(_run(row), process_start_ticks(row[-2]) == row[-1]) for row in rows]
+
     def log_lines(self, run_id: int) -> Iterator[LogLine]:
         rows = self.db.execute("SELECT ts, stream, line FROM log WHERE run_id = ? "
                                "ORDER BY seq", (run_id,))

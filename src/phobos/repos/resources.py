@@ -1,17 +1,18 @@
 """The lock resources a repository job takes: ``repo:NAME`` for the repository, shared
 ``holding:HOST`` and ``storage`` for what its sources read, and the repository lock a CLI
-operation takes."""
+operation takes (waiting politely, naming the job that has it and when it should end)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from phobos.config.model import Config
 from phobos.core import locks
-from phobos.core.locks import Resource, locked
+from phobos.core.locks import LockSet, Resource
 from phobos.core.model import BusyPolicy
+from phobos.errors import Busy, PhobosError
 
 
 def _within(path: Path, parent: Path) -> bool:
@@ -49,9 +50,75 @@ def repo_resources(config: Config, name: str, *, write: bool) -> list[Resource]:
 
 
 @contextlib.contextmanager
-def cli_lock(config: Config, name: str, *, write: bool, what: str) -> Iterator[None]:
-    """Take the repository's phobos lock for a CLI operation; fail at once (naming the
-    holder) if a job has it, rather than leaving Borg waiting for up to lock_wait."""
-    with locked(config.paths.run / "locks", f"cli: repo {what}", 0,
-                repo_resources(config, name, write=write), BusyPolicy.FAIL, 0.0):
+def cli_lock(config: Config, name: str, *, write: bool, what: str, wait: bool = False,
+             tell: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Take the repository's phobos lock for a CLI operation.
+
+    When a job has it: with ``wait``, tell the person (``tell``) which job it is and when
+    it should end, and wait for it (up to the repository's ``lock_wait``, repeating the
+    news every minute); otherwise fail at once with that message (exit 3), rather than
+    leaving Borg waiting behind the job.
+    """
+    lock_set = LockSet(config.paths.run / "locks", f"cli: repo {what}", 0)
+    resources = repo_resources(config, name, write=write)
+    try:
+        lock_set.acquire(resources, BusyPolicy.FAIL, 0.0)
+    except Busy:
+        message = busy_message(config, name, resources)
+        if not wait:
+            raise Busy(message, "run it again when that has finished, or without "
+                       "--no-wait to wait for it") from None
+        if tell is not None:
+            tell(f"{message}; waiting for it (Ctrl-C to give up)")
+        lock_set.acquire(resources, BusyPolicy.WAIT, config.repos[name].lock_wait,
+                         on_wait=_news(config, name, resources, tell))
+    try:
         yield
+    finally:
+        lock_set.release()
+
+
+def _news(config: Config, name: str, resources: list[Resource],
+          tell: Callable[[str], None] | None) -> Callable[[str], None] | None:
+    """What a waiting person is told every minute (the first report, at once, was
+    already given)."""
+    if tell is None:
+        return None
+    reports = 0
+
+    def report(_line: str) -> None:
+        nonlocal reports
+        reports += 1
+        if reports > 1:
+            tell(f"still waiting: {busy_message(config, name, resources)}")
+
+    return report
+
+
+def busy_message(config: Config, name: str, resources: list[Resource]) -> str:
+    """``repo main is in use by job nightly (run 42, step create, ...), expected to
+    finish at 03:14 (in 3m05s)``: who holds a lock among ``resources`` that keeps us
+    out, and until when."""
+    import time
+
+    from phobos.core.history import History
+    from phobos.schedule.running import describe_holder
+
+    ours = {r.name: r.write for r in locks.merge(resources)}
+    found: dict[int, locks.Holder] = {}
+    try:
+        every = locks.holders(config.paths.run / "locks")
+    except PhobosError:  # /proc/locks hidden: the holder cannot be named
+        every = []
+    for holder in every:
+        if holder.resource in ours and (holder.write or ours[holder.resource]):
+            found.setdefault(holder.pid, holder)
+    if not found:
+        return f"repo {name} is in use by another phobos process"
+    history = History.open(config.paths.state)
+    try:
+        now = time.time()
+        who = "; ".join(describe_holder(config, history, h, now) for h in found.values())
+    finally:
+        history.close()
+    return f"repo {name} is in use by {who}"
