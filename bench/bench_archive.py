@@ -1,19 +1,25 @@
-"""Benchmark: a phobos archive job versus the same Borg commands in a shell script.
+"""Benchmark: a phobos archive job versus the same Borg commands in a shell script, and
+phobos with its progress reporting versus without.
 
 On a fixed generated tree (incompressible and compressible files, seeded), each round
-makes two fresh repositories and times, in alternating order:
+makes three fresh repositories and times, in rotating order:
 
 - ``phobos run nightly``: an archive job (create, prune, compact), the whole CLI
-  process: Python start-up, config, history, locks, Borg lookup, the three Borg runs;
-- ``sh script``: exactly the argv phobos planned for the same job (read from the
-  history of the first round), with the same environment, one after another.
+  process: Python start-up, config, history, locks, Borg lookup, the three Borg runs,
+  with progress reporting as a timer runs it (no terminal: Borg's ``--progress
+  --log-json`` read line by line, the live state file, a progress line a minute);
+- ``phobos run --no-progress nightly``: the same without any of that;
+- ``sh script``: exactly the argv phobos planned for the same job without progress
+  (read from the history of the first round), with the same environment, one after
+  another.
 
 Then the same again on the now populated repositories after changing 1 % of the tree
 (the nightly steady state), where the fixed costs weigh more.
 
     .venv/bin/python bench/bench_archive.py [--mib 600] [--rounds 3]
 
-Goal: overhead ratio phobos/script <= 1.03 on the first (full) archive.
+Goals: overhead ratio phobos (no progress)/script <= 1.03 on the first (full) archive;
+progress on/off <= 1.01 (progress costs at most 1 % of an archive's wall time).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / ".venv" / "bin"
 GOAL = 1.03
+PROGRESS_GOAL = 1.01
 PASSPHRASE = "bench passphrase, not secret"
 
 
@@ -102,9 +109,11 @@ def phobos(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, env=env(), check=True)
 
 
-def planned_script(config: Path, base: Path, repo: Path) -> str:
-    """The argv phobos ran in its last run, as a shell script with the same environment
-    (the archive name keeps its Borg placeholder, so each run makes a new name)."""
+def planned_script(config: Path, base: Path, planned_repo: Path, repo: Path) -> str:
+    """The argv phobos ran in its last run (on ``planned_repo``, with ``base``'s
+    passphrase and Borg base directory), as a shell script on ``repo`` with the same
+    environment (the archive name keeps its Borg placeholder, so each run makes a new
+    name)."""
     runs = json.loads(phobos(config, "history", "--json", "--limit", "1").stdout)["runs"]
     steps = json.loads(phobos(config, "log", str(runs[0]["id"]), "--json").stdout)["steps"]
     lines = ["set -e",
@@ -113,7 +122,7 @@ def planned_script(config: Path, base: Path, repo: Path) -> str:
              "export BORG_EXIT_CODES=modern BORG_RELOCATED_REPO_ACCESS_IS_OK=no",
              "export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=no BORG_DISPLAY_PASSPHRASE=no"]
     for step in steps:
-        argv = [a.replace(str(base / "phobos-repo"), str(repo)) for a in step["argv"]]
+        argv = [a.replace(str(planned_repo), str(repo)) for a in step["argv"]]
         lines.append(shlex.join(argv) + " >/dev/null")
     return "\n".join(lines) + "\n"
 
@@ -132,20 +141,27 @@ def fresh_repo(base: Path, repo: Path) -> None:
                    check=True, capture_output=True)
 
 
-def one_round(base: Path, config: Path, script: Path, phobos_first: bool,
-              tree: Path, seed: int) -> tuple[float, float, float, float]:
-    """(phobos full, script full, phobos incremental, script incremental) seconds."""
-    fresh_repo(base, base / "phobos-repo")
-    fresh_repo(base, base / "script-repo")
-    job = [str(VENV_BIN / "python"), "-m", "phobos", "-c", str(config), "run", "-q",
-           "nightly"]
+Times = tuple[float, float, float]  # phobos with progress, phobos without, script
+
+
+def one_round(base: Path, configs: tuple[Path, Path], script: Path, rotation: int,
+              tree: Path, seed: int) -> tuple[Times, Times]:
+    """(full, incremental) seconds of (phobos, phobos --no-progress, script)."""
+    for name in ("phobos-repo", "quiet-repo", "script-repo"):
+        fresh_repo(base, base / name)
+    on = [str(VENV_BIN / "python"), "-m", "phobos", "-c", str(configs[0]), "run", "-q",
+          "nightly"]
+    off = [str(VENV_BIN / "python"), "-m", "phobos", "-c", str(configs[1]), "run", "-q",
+           "--no-progress", "nightly"]
     shell = ["sh", str(script)]
-    order = [job, shell] if phobos_first else [shell, job]
+    runs = [on, off, shell]
+    order = runs[rotation % 3:] + runs[:rotation % 3]
     full = {id(a): timed(a) for a in order}
     touch_one_percent(tree, seed)
     time.sleep(1.1)  # distinct archive names (one-second resolution)
     incremental = {id(a): timed(a) for a in order}
-    return full[id(job)], full[id(shell)], incremental[id(job)], incremental[id(shell)]
+    return (tuple(full[id(a)] for a in runs),  # type: ignore[return-value]
+            tuple(incremental[id(a)] for a in runs))
 
 
 def main() -> int:
@@ -158,29 +174,44 @@ def main() -> int:
         tree = base / "tree"
         make_tree(tree, args.mib)
         config = write_config(base, tree, base / "phobos-repo")
+        quiet = base / "quiet"
+        quiet.mkdir()
+        quiet_config = write_config(quiet, tree, base / "quiet-repo")
         fresh_repo(base, base / "phobos-repo")
-        phobos(config, "run", "-q", "nightly")  # warm caches; gives the planned argv
+        fresh_repo(quiet, base / "quiet-repo")
+        phobos(config, "run", "-q", "nightly")  # warm caches
+        # The script runs what phobos plans without progress output.
+        phobos(quiet_config, "run", "-q", "--no-progress", "nightly")
         script = base / "script.sh"
-        script.write_text(planned_script(config, base, base / "script-repo"))
-        results = [one_round(base, config, script, index % 2 == 0, tree, index)
+        script.write_text(planned_script(quiet_config, quiet, base / "quiet-repo",
+                                         base / "script-repo"))
+        results = [one_round(base, (config, quiet_config), script, index, tree, index)
                    for index in range(args.rounds)]
     _report(args, results)
     return 0
 
 
-def _report(args: argparse.Namespace, results: list[tuple[float, float, float, float]]) -> None:
-    full = statistics.median(p / s for p, s, _, _ in results)
-    incr = statistics.median(p / s for _, _, p, s in results)
+def _report(args: argparse.Namespace, results: list[tuple[Times, Times]]) -> None:
     print(f"archive job on a {args.mib} MiB tree, {args.rounds} rounds "
-          "(create + prune + compact)")
-    for number, (pf, sf, pi, si) in enumerate(results, start=1):
-        print(f"  round {number}: full  phobos {pf:6.2f} s  script {sf:6.2f} s  "
-              f"ratio {pf / sf:5.3f} | 1% changed  phobos {pi:5.2f} s  script {si:5.2f} s  "
-              f"ratio {pi / si:5.3f}")
-    print(f"median overhead ratio, full archive:       {full:5.3f}  (goal <= {GOAL}: "
-          f"{'met' if full <= GOAL else 'NOT met'})")
-    print(f"median overhead ratio, 1% changed nightly: {incr:5.3f}  "
-          f"(fixed cost ~{statistics.median(p - s for _, _, p, s in results):.2f} s per run)")
+          "(create + prune + compact); seconds")
+    print("            full: progress  no-progress  script |  1% changed: progress  "
+          "no-progress  script | on/off full  on/off 1%")
+    for number, ((fp, fq, fs), (ip, iq, is_)) in enumerate(results, start=1):
+        print(f"  round {number}:      {fp:8.2f}  {fq:11.2f}  {fs:6.2f} |"
+              f"              {ip:8.2f}  {iq:11.2f}  {is_:6.2f} |"
+              f"       {fp / fq:5.3f}      {ip / iq:5.3f}")
+    full = statistics.median(q / s for (_, q, s), _ in results)
+    incr = statistics.median(q / s for _, (_, q, s) in results)
+    on_off = statistics.median(p / q for (p, q, _), _ in results)
+    on_off_incr = statistics.median(p / q for _, (p, q, _) in results)
+    fixed = statistics.median(q - s for _, (_, q, s) in results)
+    print(f"median overhead ratio phobos/script, full archive:       {full:5.3f}  "
+          f"(goal <= {GOAL}: {'met' if full <= GOAL else 'NOT met'})")
+    print(f"median overhead ratio phobos/script, 1% changed nightly: {incr:5.3f}  "
+          f"(fixed cost ~{fixed:.2f} s per run)")
+    print(f"median progress on/off ratio, full archive:              {on_off:5.3f}  "
+          f"(goal <= {PROGRESS_GOAL}: {'met' if on_off <= PROGRESS_GOAL else 'NOT met'})")
+    print(f"median progress on/off ratio, 1% changed nightly:        {on_off_incr:5.3f}")
 
 
 if __name__ == "__main__":

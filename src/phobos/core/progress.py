@@ -218,7 +218,7 @@ class RunTracker:
         self._lock = threading.Lock()
         self._started = clock()
         self._next_write = 0.0
-        self._next_log = time.monotonic() + LOG_EVERY_SECONDS
+        self._next_log = self._started + LOG_EVERY_SECONDS
         self._dirty = False
         if directory is not None:
             self._prepare(directory)
@@ -279,11 +279,12 @@ class RunTracker:
             self.listener.show(key, step)
 
     def _minute_line(self) -> str | None:
-        if time.monotonic() < self._next_log:
+        now = self._clock()
+        if now < self._next_log:
             return None
-        self._next_log = time.monotonic() + LOG_EVERY_SECONDS
+        self._next_log = now + LOG_EVERY_SECONDS
         told = "; ".join(s.describe() for s in self._steps.values() if s.progress)
-        elapsed = format_duration(self._clock() - self._started)
+        elapsed = format_duration(now - self._started)
         return f"progress after {elapsed}: {told}" if told else None
 
     def _write(self, *, force: bool) -> None:

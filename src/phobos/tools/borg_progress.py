@@ -84,8 +84,7 @@ class _Reader:
         self.detail = None
         self.last = Progress(bytes_done=done, files_done=int(data.get("nfiles", 0)),
                              deduplicated_bytes=int(data.get("deduplicated_size", 0)),
-                             rate=self.bytes_rate.add(float(data.get("time", self.clock())),
-                                                      done))
+                             rate=self.bytes_rate.add(self._when(data), done))
         return self.last
 
     def _percent(self, data: dict[str, Any]) -> Progress | None:
@@ -94,13 +93,18 @@ class _Reader:
         current, total = int(data.get("current", 0)), int(data["total"])
         if data.get("msgid") != SEGMENTS_MSGID:
             return Progress(fraction=current / total, detail=_phase_name(data))
-        rate = self.segment_rate.add(float(data.get("time", self.clock())), current)
+        rate = self.segment_rate.add(self._when(data), current)
         left = (total - current) / rate if rate else None
         if self.time_box is not None and self.began is not None:
             boxed = max(0.0, self.time_box - (self.clock() - self.began))
             left = boxed if left is None else min(left, boxed)
         return Progress(segments_done=current, segments_total=total,
                         fraction=current / total, eta=left)
+
+    def _when(self, data: dict[str, Any]) -> float:
+        """Borg's time stamp of a line (our clock for lines without one)."""
+        when = data.get("time")
+        return float(when) if isinstance(when, int | float) else self.clock()
 
     def _phase(self, data: dict[str, Any]) -> Progress | None:
         """A phase between the counted parts ("Saving files cache"): shown with the last

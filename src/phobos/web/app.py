@@ -69,10 +69,21 @@ def _relative(ts: float | None, now: float) -> str:
     return f"in {text}" if delta > 0 else f"{text} ago"
 
 
+def _share(running: dict[str, Any]) -> float | None:
+    """The fraction done of a running entry, for a <progress> bar (None: unknown)."""
+    from phobos.core.progress import Progress
+
+    told = running.get("progress")
+    return None if told is None else Progress.from_json(told).share
+
+
 def environment() -> Environment:
+    from phobos.schedule.running import eta_text, progress_text
+
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)),
                       autoescape=select_autoescape(["html"]), trim_blocks=True,
                       lstrip_blocks=True)
+    env.filters.update(share=_share, progress_text=progress_text, eta_text=eta_text)
     env.filters.update(when=_when, relative=_relative, duration=format_duration,
                        clock=lambda ts: f"{datetime.fromtimestamp(ts):%H:%M:%S}",
                        bytes=charts.human_bytes, pct=lambda v: "-" if v is None

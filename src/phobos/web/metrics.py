@@ -1,7 +1,9 @@
 """``GET /metrics``: the Prometheus text exposition format (version 0.0.4).
 
 Per job: last run, last success, last duration, last outcome (one series per possible
-outcome, 1 for the current one), overdue, next run, running. Per drive: last sync, age,
+outcome, 1 for the current one), overdue, next run, running; for a run in progress its
+elapsed time, bytes and files done (and the totals and share where known) and expected
+end. Per drive: last sync, age,
 overdue, due next. Per repository: check coverage and the last full check pass. The
 LED colour, one series per state.
 """
@@ -52,6 +54,7 @@ def render(config: Config, history: History, now: datetime) -> str:
 
     overview = views.overview(config, history, now)
     families = _job_families(history, overview.entries)
+    families += _running_families(overview.entries)
     families += _drive_families(overview.drives)
     families += _repo_families(overview.repos)
     led = _Family("phobos_led_state", "1 for the colour the LED shows now")
@@ -85,8 +88,42 @@ def _job_families(history: History, entries: list[dict[str, Any]]) -> list[_Fami
                             1 if last["outcome"] == str(value) else 0)
         overdue.add(job, 1 if entry["overdue"] else 0)
         next_run.add(job, entry["next_run"])
-        running.add(job, 1 if entry.get("state") == "running" else 0)
+        running.add(job, 1 if entry.get("running") is not None else 0)
     return [success, started, duration, outcome, overdue, next_run, running]
+
+
+_RUNNING_FAMILIES = (
+    ("elapsed", "phobos_job_running_elapsed_seconds", "Seconds since the run in progress "
+     "started (waiting for locks included)"),
+    ("bytes_done", "phobos_job_running_bytes_done", "Bytes the run in progress has read or "
+     "transferred so far, as its program reports"),
+    ("bytes_total", "phobos_job_running_bytes_total", "Bytes the run in progress will "
+     "handle in all, where its program knows"),
+    ("files_done", "phobos_job_running_files_done", "Files the run in progress has handled "
+     "so far, as its program reports"),
+    ("share", "phobos_job_running_progress_ratio", "Share of the work the run in progress "
+     "has done, where its program says"),
+    ("eta", "phobos_job_running_expected_end_timestamp_seconds", "When the run in progress "
+     "should end (its program's estimate, or the job's typical duration)"),
+)
+
+
+def _running_families(entries: list[dict[str, Any]]) -> list[_Family]:
+    from phobos.core.progress import Progress
+
+    families = {key: _Family(name, text) for key, name, text in _RUNNING_FAMILIES}
+    for entry in entries:
+        running = entry.get("running")
+        if running is None:
+            continue
+        job = {"job": entry["job"], "kind": entry["kind"]}
+        told = Progress.from_json(running["progress"] or {})
+        values = {"elapsed": running["elapsed"], "bytes_done": told.bytes_done,
+                  "bytes_total": told.bytes_total, "files_done": told.files_done,
+                  "share": told.share, "eta": running["eta"]}
+        for key, family in families.items():
+            family.add(job, values[key])
+    return list(families.values())
 
 
 def _drive_families(drives: list[Any]) -> list[_Family]:

@@ -72,7 +72,7 @@ def overview(config: Config, history: History, now: datetime) -> Overview:
     entries = status(config, history, now)
     for entry in entries:
         entry["state"] = state_of(entry["last"], live)
-    running = [e for e in entries if e["state"] == "running"]
+    running = [e for e in entries if e["running"] is not None]
     led = LedTracker(config.paths.state).snapshot()
     return Overview(host=socket.gethostname(), entries=entries, led=led,
                     drives=drive_statuses(config), repos=repo_summaries(config, history),
@@ -114,10 +114,13 @@ class JobPage:
     series: list[tuple[str, str, list[tuple[Run, float]]]]
     refresh: int
     more: int | None  # ?runs= for the next page, if there may be more
+    running: dict[str, Any] | None = None  # the run in progress (schedule.running)
 
 
 def job_page(config: Config, history: History, name: str, now: datetime,
              limit: int = JOB_RUNS) -> JobPage:
+    from phobos.schedule.running import running_entries
+
     job = config.job(name)  # UsageError (404) for an unknown name
     limit = max(1, min(limit, MAX_RUNS))
     runs = history.runs(name, max(limit, CHART_RUNS))
@@ -135,7 +138,8 @@ def job_page(config: Config, history: History, name: str, now: datetime,
                    for r in job.resources(config)],
         series=stat_series(runs[:CHART_RUNS]),
         refresh=_refresh({k: v for k, v in live.items() if runs and k == runs[0].id}),
-        more=min(limit * 4, MAX_RUNS) if len(runs) >= limit and limit < MAX_RUNS else None)
+        more=min(limit * 4, MAX_RUNS) if len(runs) >= limit and limit < MAX_RUNS else None,
+        running=running_entries(config, history, now.timestamp()).get(name))
 
 
 def stat_value(stats: dict[str, Any], key: str) -> float | None:
