@@ -113,7 +113,7 @@ def pull_argv(pull: Pull) -> tuple[str, ...]:
         argv.append("--xattrs")
     argv += ["--partial", f"--partial-dir={PARTIAL_DIR}", "--stats", "--no-human-readable"]
     if pull.progress:
-        argv.append(PROGRESS_OPTION)
+        argv += PROGRESS_OPTIONS
     argv += [f"--exclude={pattern}" for pattern in pull.exclude]
     if pull.bwlimit:
         argv.append(f"--bwlimit={pull.bwlimit}")
@@ -210,6 +210,9 @@ def parse_stats(lines: Iterable[str]) -> dict[str, int]:
 # --- --info=progress2 ------------------------------------------------------------------
 
 PROGRESS_OPTION = "--info=progress2"
+# Into a pipe rsync buffers its output fully, and progress lines (ended by a carriage
+# return) would arrive all at once at the end: unbuffered, each redraw comes when drawn.
+PROGRESS_OPTIONS = (PROGRESS_OPTION, "--outbuf=N")
 # "  52,428,800  44%  609.38MB/s    0:00:05 (xfr#1, to-chk=251/253)": bytes so far (with
 # or without separators), percent of the total known so far, rate (1024-based units),
 # time; the "(xfr#" part ends a file, and then the time is the time taken, not the time
@@ -331,7 +334,7 @@ def mirror_argv(source: Path, dest: Path, options: Sequence[str] = (), *,
     its size: ``-ii`` with :data:`LIST_FORMAT`, read by :func:`parse_listing`. With
     ``progress``, rsync also reports ``--info=progress2`` (read by
     :func:`progress_reader`, which must then see the output before the listing does)."""
-    shown = (PROGRESS_OPTION,) if progress else ()
+    shown = PROGRESS_OPTIONS if progress else ()
     return ("rsync", "-a", "--delete", "--delete-excluded", "-ii",
             f"--out-format={LIST_FORMAT}", *shown, *options, "--", f"{source}/", f"{dest}/")
 
