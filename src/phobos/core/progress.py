@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from phobos.core.files import write_atomic
-from phobos.core.history import process_start_ticks
 from phobos.core.model import format_duration, format_size
 
 WRITE_SECONDS = 0.5
@@ -292,6 +291,8 @@ class RunTracker:
             return
         if not force and time.monotonic() < self._next_write:
             return
+        from phobos.core.history import process_start_ticks
+
         pid = os.getpid()
         state = {"version": STATE_VERSION, "run": self.run_id, "job": self.job, "pid": pid,
                  "pid_start": process_start_ticks(pid), "updated": self._clock(),
@@ -334,6 +335,8 @@ class LiveRun:
 
 
 def _alive(pid: int, pid_start: int | None) -> bool:
+    from phobos.core.history import process_start_ticks  # sqlite: not for every command
+
     ticks = process_start_ticks(pid)
     return ticks is not None and (pid_start is None or ticks == pid_start)
 
