@@ -50,14 +50,15 @@ def repo_resources(config: Config, name: str, *, write: bool) -> list[Resource]:
 
 
 @contextlib.contextmanager
-def cli_lock(config: Config, name: str, *, write: bool, what: str, wait: bool = False,
+def cli_lock(config: Config, name: str, *, write: bool, what: str, wait: bool | None = None,
              tell: Callable[[str], None] | None = None) -> Iterator[None]:
     """Take the repository's phobos lock for a CLI operation.
 
     When a job has it: with ``wait``, tell the person (``tell``) which job it is and when
     it should end, and wait for it (up to the repository's ``lock_wait``, repeating the
     news every minute); otherwise fail at once with that message (exit 3), rather than
-    leaving Borg waiting behind the job.
+    leaving Borg waiting behind the job. ``wait`` None: the operation cannot wait (False:
+    it could, but was asked not to with ``--no-wait``).
     """
     lock_set = LockSet(config.paths.run / "locks", f"cli: repo {what}", 0)
     resources = repo_resources(config, name, write=write)
@@ -66,8 +67,9 @@ def cli_lock(config: Config, name: str, *, write: bool, what: str, wait: bool = 
     except Busy:
         message = busy_message(config, name, resources)
         if not wait:
-            raise Busy(message, "run it again when that has finished, or without "
-                       "--no-wait to wait for it") from None
+            raise Busy(message, "run it again when that has finished" + (
+                ", or without --no-wait to wait for it" if wait is False
+                else " (`phobos status` shows how far it is)")) from None
         if tell is not None:
             tell(f"{message}; waiting for it (Ctrl-C to give up)")
         lock_set.acquire(resources, BusyPolicy.WAIT, config.repos[name].lock_wait,
