@@ -19,7 +19,11 @@ Then the same again on the now populated repositories after changing 1 % of the 
     .venv/bin/python bench/bench_archive.py [--mib 600] [--rounds 3]
 
 Goals: overhead ratio phobos (no progress)/script <= 1.03 on the first (full) archive;
-progress on/off <= 1.01 (progress costs at most 1 % of an archive's wall time).
+progress costs at most 1 % of an archive's wall time. Besides the wall-time ratio
+progress on/off (which the other users of a shared machine blur by far more than 1 %),
+the bench measures the CPU seconds (user + system, phobos and Borg together) progress
+adds, as a share of the archive's wall time without it: what progress would cost on an
+otherwise idle machine, and the figure the 1 % goal is judged on.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shlex
 import shutil
 import statistics
@@ -35,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,10 +133,19 @@ def planned_script(config: Path, base: Path, planned_repo: Path, repo: Path) -> 
     return "\n".join(lines) + "\n"
 
 
-def timed(argv: list[str]) -> float:
+@dataclass(frozen=True, slots=True)
+class Measured:
+    wall: float
+    cpu: float  # user + system seconds of the command and every process it started
+
+
+def timed(argv: list[str]) -> Measured:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(argv, env=env(), check=True, capture_output=True)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return Measured(wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
 
 
 def fresh_repo(base: Path, repo: Path) -> None:
@@ -141,27 +156,26 @@ def fresh_repo(base: Path, repo: Path) -> None:
                    check=True, capture_output=True)
 
 
-Times = tuple[float, float, float]  # phobos with progress, phobos without, script
+VARIANTS = ("progress", "no-progress", "script")
+Times = dict[str, Measured]  # by variant
 
 
 def one_round(base: Path, configs: tuple[Path, Path], script: Path, rotation: int,
               tree: Path, seed: int) -> tuple[Times, Times]:
-    """(full, incremental) seconds of (phobos, phobos --no-progress, script)."""
+    """(full, incremental) times of each variant, run in a rotating order."""
     for name in ("phobos-repo", "quiet-repo", "script-repo"):
         fresh_repo(base, base / name)
-    on = [str(VENV_BIN / "python"), "-m", "phobos", "-c", str(configs[0]), "run", "-q",
-          "nightly"]
-    off = [str(VENV_BIN / "python"), "-m", "phobos", "-c", str(configs[1]), "run", "-q",
-           "--no-progress", "nightly"]
-    shell = ["sh", str(script)]
-    runs = [on, off, shell]
-    order = runs[rotation % 3:] + runs[:rotation % 3]
-    full = {id(a): timed(a) for a in order}
+    argv = {"progress": [str(VENV_BIN / "python"), "-m", "phobos", "-c", str(configs[0]),
+                         "run", "-q", "nightly"],
+            "no-progress": [str(VENV_BIN / "python"), "-m", "phobos", "-c", str(configs[1]),
+                            "run", "-q", "--no-progress", "nightly"],
+            "script": ["sh", str(script)]}
+    order = VARIANTS[rotation % 3:] + VARIANTS[:rotation % 3]
+    full = {variant: timed(argv[variant]) for variant in order}
     touch_one_percent(tree, seed)
     time.sleep(1.1)  # distinct archive names (one-second resolution)
-    incremental = {id(a): timed(a) for a in order}
-    return (tuple(full[id(a)] for a in runs),  # type: ignore[return-value]
-            tuple(incremental[id(a)] for a in runs))
+    incremental = {variant: timed(argv[variant]) for variant in order}
+    return full, incremental
 
 
 def main() -> int:
@@ -193,25 +207,38 @@ def main() -> int:
 
 def _report(args: argparse.Namespace, results: list[tuple[Times, Times]]) -> None:
     print(f"archive job on a {args.mib} MiB tree, {args.rounds} rounds "
-          "(create + prune + compact); seconds")
-    print("            full: progress  no-progress  script |  1% changed: progress  "
-          "no-progress  script | on/off full  on/off 1%")
-    for number, ((fp, fq, fs), (ip, iq, is_)) in enumerate(results, start=1):
-        print(f"  round {number}:      {fp:8.2f}  {fq:11.2f}  {fs:6.2f} |"
-              f"              {ip:8.2f}  {iq:11.2f}  {is_:6.2f} |"
-              f"       {fp / fq:5.3f}      {ip / iq:5.3f}")
-    full = statistics.median(q / s for (_, q, s), _ in results)
-    incr = statistics.median(q / s for _, (_, q, s) in results)
-    on_off = statistics.median(p / q for (p, q, _), _ in results)
-    on_off_incr = statistics.median(p / q for _, (p, q, _) in results)
-    fixed = statistics.median(q - s for _, (_, q, s) in results)
-    print(f"median overhead ratio phobos/script, full archive:       {full:5.3f}  "
-          f"(goal <= {GOAL}: {'met' if full <= GOAL else 'NOT met'})")
-    print(f"median overhead ratio phobos/script, 1% changed nightly: {incr:5.3f}  "
-          f"(fixed cost ~{fixed:.2f} s per run)")
-    print(f"median progress on/off ratio, full archive:              {on_off:5.3f}  "
-          f"(goal <= {PROGRESS_GOAL}: {'met' if on_off <= PROGRESS_GOAL else 'NOT met'})")
-    print(f"median progress on/off ratio, 1% changed nightly:        {on_off_incr:5.3f}")
+          "(create + prune + compact); wall seconds (CPU seconds)")
+    print("           full archive: progress     no-progress    script |"
+          " 1% changed: progress     no-progress    script")
+    for number, times in enumerate(results, start=1):
+        cells = [f"{t[v].wall:6.2f} ({t[v].cpu:5.2f})" if v != "script" else f"{t[v].wall:6.2f}"
+                 for t in times for v in VARIANTS]
+        print(f"  round {number}:      {cells[0]}  {cells[1]}  {cells[2]} |"
+              f"           {cells[3]}  {cells[4]}  {cells[5]}")
+    for label, index in (("full archive", 0), ("1% changed nightly", 1)):
+        _verdicts(label, [r[index] for r in results], headline=index == 0)
+
+
+def _verdicts(label: str, times: list[Times], *, headline: bool) -> None:
+    """phobos/script, and what progress costs: the wall ratio on/off (noisy where others
+    share the machine) and the CPU seconds progress adds as a share of the wall time
+    without it (what it would cost on an idle machine)."""
+    overhead = statistics.median(t["no-progress"].wall / t["script"].wall for t in times)
+    on_off = statistics.median(t["progress"].wall / t["no-progress"].wall for t in times)
+    best = (min(t["progress"].wall for t in times)
+            / min(t["no-progress"].wall for t in times))
+    cost = statistics.median((t["progress"].cpu - t["no-progress"].cpu)
+                             / t["no-progress"].wall for t in times)
+    fixed = statistics.median(t["no-progress"].wall - t["script"].wall for t in times)
+    print(f"{label}:")
+    goal = f" (goal <= {GOAL}: {'met' if overhead <= GOAL else 'NOT met'})" if headline else ""
+    print(f"  median overhead ratio phobos/script:        {overhead:6.3f}{goal}; "
+          f"fixed cost ~{fixed:.2f} s per run")
+    print(f"  progress on/off, wall: median ratio {on_off:6.3f}, ratio of the fastest "
+          f"{best:6.3f}")
+    goal = (f" (goal <= {PROGRESS_GOAL - 1:.0%}: "
+            f"{'met' if cost <= PROGRESS_GOAL - 1 else 'NOT met'})")
+    print(f"  progress cost, CPU seconds added / wall:    {cost:6.2%}{goal}")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ class Feeder:
         assert not self.thread.is_alive()
 
 
-def slow_archive(sandbox: Any) -> BorgBox:
+def slow_archive(sandbox: Any, repo_extra: str = "") -> BorgBox:
     """The ``nightly`` archive job of an initialized repository, reading ``feed/stream``
     (a FIFO) besides its tree."""
     box = initialized(sandbox)
@@ -76,7 +76,7 @@ def slow_archive(sandbox: Any) -> BorgBox:
         sources = ["{box.root}/src", "{feed}"]
         create_options = ["--read-special"]
         keep = {{ daily = 7 }}
-        """)
+        """, repo_extra)
     return box
 
 
@@ -171,6 +171,25 @@ def test_a_running_archive_is_seen_everywhere(feeding: tuple[BorgBox, Feeder]) -
     assert stats["original_size"] == 40 * 20_000 + feeder.written
 
 
+def test_a_person_waits_at_most_the_repositorys_lock_wait(sandbox: Any) -> None:
+    box = slow_archive(sandbox, repo_extra='lock_wait = "2s"')
+    feeder = Feeder(box.root / "feed" / "stream")
+    job = box.sandbox.start("run", "nightly")
+    try:
+        wait_for_progress(box)
+        started = time.monotonic()
+        waited = box.phobos("repo", "info", "main")
+        assert time.monotonic() - started >= 2
+        assert waited.returncode == 3
+        assert "waiting for it" in waited.stderr
+        assert "phobos: gave up after 2.0s ([repos.main] lock_wait): repo main is in use by " \
+            "job nightly (run " in waited.stderr
+    finally:
+        feeder.finish()
+        job.communicate(timeout=120)
+    assert job.returncode == 0
+
+
 def test_bars_on_a_terminal_and_no_progress_in_the_log(feeding: tuple[BorgBox, Feeder]
                                                         ) -> None:
     box, feeder = feeding
@@ -253,6 +272,32 @@ def test_status_watch_reprints_until_interrupted(sandbox: Any) -> None:
         out, err = watch.communicate(timeout=30)
         assert watch.returncode == 0, err
         check(out)
+
+
+def test_status_watch_on_a_terminal_redraws_in_place(sandbox: Any) -> None:
+    box = initialized(sandbox)
+    primary, secondary = pty.openpty()
+    watch = subprocess.Popen(box.sandbox.argv("status", "--watch", "0.3"),
+                             stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary,
+                             env={**phobos_env(), "COLUMNS": "120", "TERM": "xterm"})
+    os.close(secondary)
+    screen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while screen.count(b"Ctrl-C to stop") < 3:
+            assert time.monotonic() < deadline, screen[-2000:]
+            if select.select([primary], [], [], 0.2)[0]:
+                screen += os.read(primary, 65536)
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(timeout=30) == 0
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+        os.close(primary)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+    assert "nightly" in text and "JOB" in text
+    assert "\x1b[" in screen.decode(errors="replace")  # moved the cursor: redrawn in place
 
 
 def _plain_frames(out: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from phobos.config.model import Config
 from phobos.core import locks
 from phobos.core.locks import LockSet, Resource
-from phobos.core.model import BusyPolicy
+from phobos.core.model import BusyPolicy, format_duration
 from phobos.errors import Busy, PhobosError
 
 
@@ -72,8 +72,14 @@ def cli_lock(config: Config, name: str, *, write: bool, what: str, wait: bool | 
                 else " (`phobos status` shows how far it is)")) from None
         if tell is not None:
             tell(f"{message}; waiting for it (Ctrl-C to give up)")
-        lock_set.acquire(resources, BusyPolicy.WAIT, config.repos[name].lock_wait,
-                         on_wait=_news(config, name, resources, tell))
+        lock_wait = config.repos[name].lock_wait
+        try:
+            lock_set.acquire(resources, BusyPolicy.WAIT, lock_wait,
+                             on_wait=_news(config, name, resources, tell))
+        except Busy:
+            raise Busy(f"gave up after {format_duration(lock_wait)} ([repos.{name}] "
+                       f"lock_wait): {busy_message(config, name, resources)}",
+                       "run it again when that has finished") from None
     try:
         yield
     finally:
