@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from borgbox import BorgBox, initialized, wait_for
 from remotehost import Lab
-from test_borg_helpers import BorgBox, initialized, wait_for
 from test_pull import setup, write_random
 from test_web import get, start_server
 

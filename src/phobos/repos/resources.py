@@ -64,8 +64,8 @@ def cli_lock(config: Config, name: str, *, write: bool, what: str, wait: bool | 
     resources = repo_resources(config, name, write=write)
     try:
         lock_set.acquire(resources, BusyPolicy.FAIL, 0.0)
-    except Busy:
-        message = busy_message(config, name, resources)
+    except Busy as exc:
+        message = busy_message(config, name, resources, exc.message)
         if not wait:
             raise Busy(message, "run it again when that has finished" + (
                 ", or without --no-wait to wait for it" if wait is False
@@ -76,9 +76,9 @@ def cli_lock(config: Config, name: str, *, write: bool, what: str, wait: bool | 
         try:
             lock_set.acquire(resources, BusyPolicy.WAIT, lock_wait,
                              on_wait=_news(config, name, resources, tell))
-        except Busy:
+        except Busy as exc:
             raise Busy(f"gave up after {format_duration(lock_wait)} ([repos.{name}] "
-                       f"lock_wait): {busy_message(config, name, resources)}",
+                       f"lock_wait): {busy_message(config, name, resources, exc.message)}",
                        "run it again when that has finished") from None
     try:
         yield
@@ -94,19 +94,20 @@ def _news(config: Config, name: str, resources: list[Resource],
         return None
     reports = 0
 
-    def report(_line: str) -> None:
+    def report(line: str) -> None:
         nonlocal reports
         reports += 1
         if reports > 1:
-            tell(f"still waiting: {busy_message(config, name, resources)}")
+            tell(f"still waiting: {busy_message(config, name, resources, line)}")
 
     return report
 
 
-def busy_message(config: Config, name: str, resources: list[Resource]) -> str:
+def busy_message(config: Config, name: str, resources: list[Resource], reason: str) -> str:
     """``repo main is in use by job nightly (run 42, step create, ...), expected to
     finish at 03:14 (in 3m05s)``: who holds a lock among ``resources`` that keeps us
-    out, and until when."""
+    out, and until when; the lock's own ``reason`` when nobody holds one (a run waiting
+    in line ahead of us)."""
     import time
 
     from phobos.core.history import History
@@ -122,7 +123,7 @@ def busy_message(config: Config, name: str, resources: list[Resource]) -> str:
         if holder.resource in ours and (holder.write or ours[holder.resource]):
             found.setdefault(holder.pid, holder)
     if not found:
-        return f"repo {name} is in use by another phobos process"
+        return f"repo {name}: {reason}"
     history = History.open(config.paths.state)
     try:
         now = time.time()
