@@ -373,7 +373,7 @@ def _repo(cfg: Any) -> Any:
 def test_archive_and_check_steps_report_progress_when_asked() -> None:
     from phobos.jobs import archive, check
 
-    cfg = _config({"n": {"kind": "archive", "repo": "main", "sources": ["/etc"],
+    cfg = _config({"n": {"kind": "archive", "repo": "main", "sources": ["/srv"],
                          "keep": {"daily": 7}},
                    "c": {"kind": "check", "repo": "main", "max_duration": "30m"}})
     repo = _repo(cfg)
