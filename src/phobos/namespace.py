@@ -53,7 +53,7 @@ from phobos.config.model import Config
 from phobos.core import locks
 from phobos.core.files import write_atomic
 from phobos.core.locks import Resource
-from phobos.core.proc import Log, StepRunner, direct_runner
+from phobos.core.proc import Log, StepRunner, child_env, direct_runner
 from phobos.core.step import Step
 from phobos.errors import PhobosError, UsageError
 from phobos.tools import mount as mnt
@@ -353,10 +353,12 @@ def visiting(ns: Namespace) -> Iterator[None]:
 
 
 def exec_inside(config: Config, argv: Sequence[str]) -> NoReturn:
-    """Replace this process by ``argv`` running inside the namespace (``phobos ns enter``)."""
+    """Replace this process by ``argv`` running inside the namespace (``phobos ns enter``),
+    finding programs as phobos does: next to phobos too (a Borg installed in its venv)."""
     enter(config, direct_runner())
+    env = {**os.environ, "PATH": child_env()["PATH"]}
     try:
-        os.execvp(argv[0], list(argv))
+        os.execvpe(argv[0], list(argv), env)
     except OSError as exc:
         raise UsageError(f"cannot run {argv[0]}: {exc.strerror}") from None
 

@@ -204,9 +204,18 @@ def cmd_drive_list(args: argparse.Namespace) -> ExitCode:
     rows = [[s.name, when(s.last_sync), format_duration(s.age) if s.age is not None else
              "never", "yes" if s.attached else "no",
              ("OVERDUE" if s.overdue else "ok") + (", due next" if s.due_next else ""),
-             ",".join(s.jobs) or "-"] for s in statuses]
-    print(table(["DRIVE", "LAST SYNC", "AGE", "ATTACHED", "STATE", "JOBS"], rows))
+             _drill(s.last_drill), ",".join(s.jobs) or "-"] for s in statuses]
+    print(table(["DRIVE", "LAST SYNC", "AGE", "ATTACHED", "STATE", "LAST DRILL", "JOBS"],
+                rows))
     return ExitCode.OK
+
+
+def _drill(last: dict[str, Any] | None) -> str:
+    """``2026-11-29 03:00 ok`` / ``... 2 MISMATCHES``: a drill job's last read of the copy."""
+    if not last:
+        return "never"
+    verdict = "ok" if last.get("ok") else f"{last.get('mismatches')} MISMATCHES"
+    return f"{when(last.get('at'))} {verdict}"
 
 
 def cmd_drive_eject(args: argparse.Namespace) -> ExitCode:
@@ -230,7 +239,7 @@ def cmd_drive_mount(args: argparse.Namespace) -> ExitCode:
     mountpoint = mount_readonly(config, drive, say)
     print(f"drive {drive.name} is mounted read-only at {mountpoint}, inside the backup "
           f"namespace only.\n  browse:  phobos ns enter ls {mountpoint}\n"
-          f"  Borg:    phobos ns enter borg --bypass-lock list {mountpoint}/REPO-DIR\n"
+          f"  restore: phobos restore PATH --to DIR --from-drive {drive.name}\n"
           f"  shell:   phobos ns enter\n  done:    phobos drive eject {drive.name}")
     return ExitCode.OK
 

@@ -20,7 +20,7 @@ from phobos.errors import ExitCode
 
 def register(verbs: Any) -> None:
     sub = verb(verbs, "history", "past runs, newest first", cmd_history)
-    sub.add_argument("job", nargs="?", help="only this job")
+    sub.add_argument("job", nargs="?", help="only this job (restores: restore:REPO)")
     sub.add_argument("--limit", type=positive_int, default=20, help="how many (default 20)")
     json_flag(sub)
 
@@ -29,11 +29,11 @@ def cmd_history(args: argparse.Namespace) -> ExitCode:
     from phobos.core.model import format_duration
 
     config = load_config(args)
-    if args.job is not None:
-        config.job(args.job)  # a clear error for an unknown name
     history = open_history(config)
     runs = history.runs(args.job, args.limit)
     history.close()
+    if args.job is not None and not runs:
+        config.job(args.job)  # a clear error for an unknown name (restore:REPO has runs)
     if args.json:
         print_json({"runs": [r.as_json() for r in runs]})
         return ExitCode.OK

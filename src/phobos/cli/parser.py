@@ -14,6 +14,7 @@ from phobos.cli import (
     demo,
     doctor,
     drive,
+    find,
     history,
     host,
     led,
@@ -23,6 +24,7 @@ from phobos.cli import (
     ns,
     overdue,
     repo,
+    restore,
     run,
     schedule,
     status,
@@ -55,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                    calendar, demo):
         module.register(verbs)
     completion.register(verbs, root=parser)
-    for module in (host, ns, drive, repo, led, notify, systemd, web, doctor, unlock):
+    for module in (find, restore, host, ns, drive, repo, led, notify, systemd, web, doctor,
+                   unlock):
         module.register(verbs)
     return parser

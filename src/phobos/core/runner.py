@@ -166,7 +166,7 @@ def run_job(config: Config, name: str, trigger: Trigger, echo: Echo | None = Non
         history.recover()
         # Signals count from here: a SIGTERM while the run is being set up (or while a
         # notifier is told it started) still ends as a recorded interrupted run.
-        with _signals_interrupt():
+        with signals_interrupt():
             run_id = history.start_run(job=name, kind=str(job.kind), trigger=str(trigger))
             deadline = None if job.timeout is None else time.monotonic() + job.timeout
             ctx = RunContext(config=config, name=name, job=job, run_id=run_id,
@@ -275,7 +275,7 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @contextmanager
-def _signals_interrupt() -> Iterator[None]:
+def signals_interrupt() -> Iterator[None]:
     """Turn the first stop signal into Interrupted; later ones are ignored so that
     cleanup (killing the child, releasing locks, recording history) completes."""
     fired = False

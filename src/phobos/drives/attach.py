@@ -130,6 +130,36 @@ def mount_readonly(config: Config, drive: Drive, log: Log) -> Path:
     return drive.mountpoint
 
 
+@contextlib.contextmanager
+def mounted_readonly(config: Config, drive: Drive, log: Log) -> Iterator[Path]:
+    """The drive unlocked and mounted read-only for the ``with`` block, then unmounted
+    and locked again on every way out (an error, a signal). A drive already mounted
+    (``phobos drive mount``) is used as it is and left mounted. The caller holds
+    ``drive:NAME`` (a job's resources, or :func:`drive_lock`) and is inside the
+    backup namespace; Absent if the drive is not plugged in."""
+    device = require_device(drive)
+    if is_mounted(drive):
+        log(f"drive {drive.name} is mounted at {drive.mountpoint} already: using it")
+        yield drive.mountpoint
+        return
+    cleanup = direct_runner(log)
+    release(drive, cleanup, log)  # what a dead run left unlocked
+    try:
+        attach(drive, device, direct_runner(log), readonly=True)
+        log(f"drive {drive.name} ({device}) is mounted read-only at {drive.mountpoint}")
+        record_event(config, "mounted", drive.name, drive.uuid, "read-only")
+        yield drive.mountpoint
+    except BaseException:
+        try:
+            release(drive, cleanup, log)
+        except Exception as exc:  # the block's own error is what must be reported
+            log(f"cleanup failed: {exc}; run `phobos drive release {drive.name}`")
+        raise
+    done = release(drive, cleanup, log)
+    log(f"drive {drive.name}: {'; '.join(done) or 'released'}")
+    record_event(config, "released", drive.name, drive.uuid, "; ".join(done))
+
+
 def eject(config: Config, drive: Drive, log: Log) -> list[str]:
     """Release the drive, then detach its disk from the kernel (as ``udisksctl power-off``
     does) so it can be pulled at once. Loop devices and the like are only released."""

@@ -11,6 +11,7 @@ from typing import Protocol, runtime_checkable
 
 from phobos.config.model import Config
 from phobos.core.model import JobKind
+from phobos.errors import UsageError
 
 #: The directory on a drive that holds the copy of the holding area.
 HOLDING_DIR = "holding"
@@ -56,3 +57,23 @@ def repo_target(job: DriveCopier, config: Config) -> str:
     """Where on the drive ``job`` puts its repository copy: ``target``, or by default
     the repository directory's name (``borg`` for ``/backup/borg``)."""
     return job.target or config.repos[job.repo].path.name
+
+
+def copied_repo(config: Config, drive: str, repo: str | None) -> tuple[str, str]:
+    """(repository, its directory on the drive) of the copy of ``repo`` on ``drive``;
+    without ``repo``, of the one repository copied there. UsageError if none is (or,
+    without ``repo``, several are)."""
+    targets = {job.repo: repo_target(job, config) for job in copiers_of(config, drive).values()}
+    if repo is not None and repo in targets:
+        return repo, targets[repo]
+    if repo is None and len(targets) == 1:
+        return next(iter(targets.items()))
+    if not targets:
+        raise UsageError(f"no drive-sync job copies a repository to drive {drive}",
+                         "list the drive in a drive-sync job's `drives`")
+    names = ", ".join(sorted(targets))
+    if repo is None:
+        raise UsageError(f"drive {drive} holds copies of several repositories: {names}",
+                         "pick one with --repo")
+    raise UsageError(f"drive {drive} holds no copy of repository {repo} (it has: {names})",
+                     "see `phobos drive sheet " + drive + "`")

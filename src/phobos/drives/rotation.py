@@ -1,4 +1,4 @@
-"""Rotation: per drive, when it was last synced, whether it is overdue (older than its
+"""Rotation: per drive, when it was last synced (and drilled), whether it is overdue (older than its
 ``max_age``, or never synced), whether it is plugged in, and whether it is the one due
 next in a drive-sync job's set (the one whose copy is oldest)."""
 
@@ -28,12 +28,14 @@ class DriveStatus:
     device: str | None
     due_next: bool
     jobs: tuple[str, ...] = field(default=())
+    last_drill: dict[str, Any] | None = None  # a drill job's read of the copy (from_drive)
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "uuid": self.uuid, "unlock": self.unlock,
                 "last_sync": self.last_sync, "age": self.age, "max_age": self.max_age,
                 "overdue": self.overdue, "attached": self.attached, "device": self.device,
-                "due_next": self.due_next, "jobs": list(self.jobs)}
+                "due_next": self.due_next, "jobs": list(self.jobs),
+                "last_drill": self.last_drill}
 
 
 def rotation_sets(config: Config) -> dict[str, tuple[str, ...]]:
@@ -63,7 +65,8 @@ def rotation(config: Config, *, now: float | None = None,
             max_age=drive.max_age, overdue=age is None or age > drive.max_age,
             attached=(device is not None) if probe_devices else None, device=device,
             due_next=drive.name in due,
-            jobs=tuple(job for job, members in sets.items() if drive.name in members)))
+            jobs=tuple(job for job, members in sets.items() if drive.name in members),
+            last_drill=state.get(drive.name, {}).get("last_drill")))
     return statuses
 
 

@@ -1,6 +1,6 @@
-"""The drives' record: when each drive was last synced, what ``drive init`` prepared, and
-the event log (attached, ignored, synced, released...), in ``STATE/drives.json``, updated
-under a flock by whichever phobos process needs to."""
+"""The drives' record: when each drive was last synced and drilled, what ``drive init``
+prepared, and the event log (attached, ignored, synced, released...), in
+``STATE/drives.json``, updated under a flock by whichever phobos process needs to."""
 
 from __future__ import annotations
 
@@ -91,3 +91,20 @@ def record_init(config: Config, name: str, facts: Mapping[str, Any]) -> None:
         entry["initialised"] = time.time()
         data["events"].append({"at": time.time(), "event": "initialised", "drive": name,
                                "uuid": facts.get("uuid"), "detail": str(facts.get("device"))})
+
+
+def record_drill(config: Config, drive: str, *, job: str, run_id: int,
+                 stats: Mapping[str, Any]) -> None:
+    """A restore drill read the copy on ``drive``: keep its result (``drive list``)."""
+    now = time.time()
+    mismatches = int(stats.get("mismatches", 0))
+    with _updating(config) as data:
+        entry = data["drives"].setdefault(drive, {})
+        entry["last_drill"] = {"at": now, "job": job, "run_id": run_id,
+                               "ok": mismatches == 0, "archive": stats.get("archive"),
+                               "files_checked": stats.get("files_checked", 0),
+                               "mismatches": mismatches}
+        data["events"].append({"at": now, "event": "drilled", "drive": drive, "uuid":
+                               entry.get("uuid"), "detail": f"job {job}, run {run_id}, "
+                               f"{mismatches} mismatches"})
+        del data["events"][:-MAX_EVENTS]

@@ -10,10 +10,12 @@ terminal). Either way every process goes through :func:`phobos.core.proc.run`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from phobos.config.checks import check_ref
@@ -24,6 +26,7 @@ from phobos.core.step import Step
 from phobos.errors import PhobosError, UsageError
 from phobos.tools import borg as borgtool
 from phobos.tools import borg_repository
+from phobos.tools.borg_contents import copy_env
 
 # --- configuration ---------------------------------------------------------------------
 
@@ -111,6 +114,19 @@ class Repo:
         borg = borgtool.find(cache=config.paths.state / "borg-version.json")
         return cls(name=name, config=repo_config(config, name), borg=borg,
                    access=access(config, name, borg), lock_dir=config.paths.run / "locks")
+
+    @classmethod
+    def copy_at(cls, config: Config, name: str, location: Path, private_dir: Path) -> Repo:
+        """Repository ``name`` as copied to ``location`` (a drive, mounted read-only):
+        Borg reads it without its lock, as a relocated repository, with a security and
+        cache directory of its own below ``private_dir`` (see
+        :func:`phobos.tools.borg_contents.copy_env`)."""
+        main = cls.open(config, name)
+        env = {**main.access.env, **copy_env(private_dir)}
+        copy = dataclasses.replace(main.access, location=str(location),
+                                   env=MappingProxyType(env), bypass_lock=True)
+        return cls(name=name, config=dataclasses.replace(main.config, path=location),
+                   borg=main.borg, access=copy, lock_dir=None)
 
     def step(self, name: str, argv: Sequence[str], **kwargs: Any) -> Step:
         return borg_step(name, argv, self.access, self.borg, self.config.path, **kwargs)

@@ -142,6 +142,7 @@ class Access:
     stdin: bytes | None
     secrets: tuple[str, ...]
     lock_wait: int
+    bypass_lock: bool = False  # a copy on a read-only mount: Borg cannot write its lock
 
 
 def base_env(base_dir: Path | None = None) -> dict[str, str]:
@@ -182,7 +183,8 @@ def access(borg: Borg, location: Path | str, *, lock_wait: float,
 
 
 def _base(borg: Borg, command: str, acc: Access, *options: str) -> list[str]:
-    return [borg.path, command, "--lock-wait", str(acc.lock_wait), *options]
+    bypass = ["--bypass-lock"] if acc.bypass_lock else []
+    return [borg.path, command, "--lock-wait", str(acc.lock_wait), *bypass, *options]
 
 
 # --- argv builders (pure) ----------------------------------------------------------------
@@ -273,9 +275,16 @@ def check_argv(borg: Borg, acc: Access, *, max_duration: int | None = None,
     return [*_base(borg, "check", acc, *options), "--", acc.location]
 
 
-def extract_argv(borg: Borg, acc: Access, archive: str, paths: Sequence[str]) -> list[str]:
-    """Extract ``paths`` (archive paths, no leading slash) into the working directory."""
-    return [*_base(borg, "extract", acc), "--", f"{acc.location}::{archive}", *paths]
+def extract_argv(borg: Borg, acc: Access, archive: str, paths: Sequence[str], *,
+                 strip_components: int = 0, list_items: bool = False) -> list[str]:
+    """Extract ``paths`` (archive paths, no leading slash) into the working directory,
+    without the first ``strip_components`` path components; ``list_items`` makes Borg
+    print each extracted path on stderr (progress)."""
+    options = ["--list"] if list_items else []
+    if strip_components:
+        options += ["--strip-components", str(strip_components)]
+    return [*_base(borg, "extract", acc, *options), "--", f"{acc.location}::{archive}",
+            *paths]
 
 
 # --- output parsers -----------------------------------------------------------------------
