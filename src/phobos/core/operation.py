@@ -41,6 +41,10 @@ class Operation:
         if self._echo is not None:
             self._echo(line)
 
+    def record(self, line: str) -> None:
+        """A line for the run's log only (what the command prints itself anyway)."""
+        self.history.log(self.run_id, "phobos", self.redact(line))
+
     def note(self, line: str) -> None:
         """A line for the terminal only (progress that would flood the log)."""
         if self._echo is not None:
@@ -70,7 +74,7 @@ def recorded(config: Config, job: str, kind: str, echo: Echo | None) -> Iterator
             outcome, code, message = Outcome.FAILED, exc.exit_code, exc.message
             raise
         finally:
-            operation.log(f"{outcome}" + (f": {message}" if message else ""))
+            operation.record(f"{outcome}" + (f": {message}" if message else ""))
             history.finish_run(run_id, outcome=outcome, exit_code=int(code),
                                message=operation.redact(message) or None,
                                stats=operation.stats)

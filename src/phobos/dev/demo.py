@@ -7,8 +7,9 @@ printed read-only rrsync key, creates a Borg repository, two file-backed "drives
 ``unlock = "none"`` — LUKS unlocking is proven in the QEMU system test), an SMTP sink
 on 127.0.0.1 and an LED that writes its colour to a file. Then it runs a NAS's backup
 day through ``phobos`` processes exactly as timers would: pull both hosts in parallel,
-archive, a check slice, plugging drive A in (``phobos drive attached``), and a job that
-fails — the LED turns red and a mail arrives. Finally it prints ``phobos status``,
+archive, a check slice, plugging drive A in (``phobos drive attached``), finding and
+restoring a file (from the repository and from drive A's copy), and a job that fails —
+the LED turns red and a mail arrives. Finally it prints ``phobos status``,
 ``schedule`` and ``drive list`` and says where the sandbox is.
 
 Without root there are no namespaces or loop devices: the demo says so and runs a local
@@ -129,6 +130,8 @@ def _day(box: Sandbox) -> bool:
                               "syncs the repo under borg with-lock", 0,
                               "drive", "attached", "--uuid", drives["ext-a"]))
         checks.append(_expect(box, "the LED says: safe to remove", 0, "led", "show"))
+    if hosts:
+        checks += _find_and_restore(box, from_drive="ext-a" if drives else None)
     checks.append(_expect(box, "a job that fails: LED red, mail to the admin", 1,
                           "run", "sync-nuhc", "--trigger", "timer"))
     checks.append(_mail_arrived(smtp))
@@ -137,6 +140,22 @@ def _day(box: Sandbox) -> bool:
         _headline("phobos " + " ".join(verb))
         box.phobos(*verb)
     return all(checks)
+
+
+def _find_and_restore(box: Sandbox, from_drive: str | None) -> list[bool]:
+    """Getting a file back: which archives hold luv's /etc/fstab, then restore it (and,
+    with a drive plugged in, the same file from the drive's copy)."""
+    restored = str(box.root / "restore")
+    checks = [
+        _expect(box, "which archives hold a file", 0, "find", "luv:/etc/fstab"),
+        _expect(box, "restore it, keeping its path below the target", 0,
+                "restore", "luv:/etc/fstab", "--to", restored),
+    ]
+    if from_drive is not None:
+        checks.append(_expect(box, f"the same from drive {from_drive}'s copy (mounted "
+                              "read-only, then unmounted)", 0, "restore", "luv:/etc/fstab",
+                              "--to", f"{restored}-{from_drive}", "--from-drive", from_drive))
+    return checks
 
 
 def _step(box: Sandbox, title: str, *args: str) -> None:
@@ -209,13 +228,16 @@ def _start_hosts(box: Sandbox) -> dict[str, Any]:
     # This process joins the client namespace: the jobs it starts reach the hosts, and
     # the SMTP sink it starts next listens on the 127.0.0.1 the jobs see.
     _join_network_namespace(Path("/run/netns") / lab.client)
-    for host in lab.hosts:
+    for host in lab.hosts:  # each host's filesystem is its srv directory
         for sub, count in (("etc", 20), ("home/user", 60)):
             folder = host.srv / sub
             folder.mkdir(parents=True, exist_ok=True)
             for index in range(count):
                 (folder / f"{host.name}-{index}.txt").write_text(
                     f"{host.name} file {index}\n" * (index + 1))
+        (host.srv / "etc" / "hostname").write_text(f"{host.name}\n")
+        (host.srv / "etc" / "fstab").write_text(
+            f"# /etc/fstab of {host.name}\nUUID=0b4c6e4a / ext4 errors=remount-ro 0 1\n")
     return {host.name: host for host in lab.hosts}
 
 
@@ -236,14 +258,12 @@ def _join_network_namespace(path: Path) -> None:
 def _pin_hosts(box: Sandbox, hosts: dict[str, Any]) -> None:
     for name, host in hosts.items():
         _headline(f"phobos host add {name}: pin its host key, print the read-only key line")
-        result = box.phobos("host", "add", name, host.address, "--root", str(host.srv),
-                            "--path", f"{host.srv}/etc", "--path", f"{host.srv}/home",
-                            "--yes", "--json",
-                            quiet=True)
+        result = box.phobos("host", "add", name, host.address, "--path", "/etc",
+                            "--path", "/home", "--yes", "--json", quiet=True)
         if result.returncode != 0:
             raise PhobosError(f"demo: phobos host add {name} failed: {result.tail}")
         added = json.loads(result.stdout)
-        host.authorize(added["authorized_keys"])
+        host.authorize_as_root(added["authorized_keys"])
         _show("stdout", f"{name}: {added['authorized_keys'][:70]}...")
 
 
@@ -360,8 +380,8 @@ def _hosts_and_pulls(root: Path, hosts: dict[str, Any]) -> str:
         text += textwrap.dedent(f"""
             [hosts.{name}]
             address = "{host.address}"
-            paths = ["{host.srv}/etc", "{host.srv}/home"]
-            rrsync_root = "{host.srv}"
+            paths = ["/etc", "/home"]
+            rrsync_root = "/"
             """)
     return text + textwrap.dedent(f"""
         [jobs.pull-hosts]

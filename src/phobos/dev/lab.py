@@ -93,6 +93,16 @@ class RemoteHost:
     def authorize(self, *lines: str) -> None:
         self.authorized_keys.write_text("".join(f"{line}\n" for line in lines))
 
+    def authorize_as_root(self, line: str) -> None:
+        """Authorize ``line`` as a real host would: this host's filesystem is
+        :attr:`srv`, so the rrsync root in ``line`` (a path on the host, ``/`` by
+        default) is taken below it. phobos then pulls ``/etc`` of this host as it
+        would pull a real host's ``/etc``."""
+        def below_srv(match: re.Match[str]) -> str:
+            return f"{match.group(1)}{self.srv}{match.group(2).rstrip('/')}"
+
+        self.authorize(re.sub(r"(rrsync -ro )(/[^\s\"]*)", below_srv, line, count=1))
+
     def start(self) -> None:
         config = self.dir / "sshd_config"
         config.write_text(textwrap.dedent(f"""\

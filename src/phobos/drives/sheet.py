@@ -97,39 +97,76 @@ def _key_lines(config: Config, drive: Drive, borg_keys: dict[str, str]) -> list[
     return lines
 
 
+# The restore on a machine that never saw the NAS, as the sheet prints it and as
+# docs/recovery.md writes it (a test keeps the two the same): {luks_uuid}, {fs_uuid} and
+# {repo_dir} are the drive's values on the sheet and shell variables in the guide.
+UNLOCK_LUKS = ('cryptsetup open --readonly "$(blkid -U {luks_uuid})" extbackup',
+               "mkdir -p /mnt/extbackup",
+               "mount -o ro /dev/mapper/extbackup /mnt/extbackup")
+MOUNT_PLAIN = ("mkdir -p /mnt/extbackup",
+               "mount -o ro -U {fs_uuid} /mnt/extbackup")
+BORG_SETTINGS = ("export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes",
+                 "export BORG_BASE_DIR=~/borg-restore",
+                 "REPO=/mnt/extbackup/{repo_dir}")
+PASSPHRASE = "read -rsp 'Borg passphrase: ' BORG_PASSPHRASE && export BORG_PASSPHRASE"
+UNENCRYPTED = "export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes"
+KEY_IMPORT = 'borg --bypass-lock key import "$REPO" {repo}-key.txt'
+FIND = ('borg --bypass-lock list --last 3 "$REPO"',
+        'ARCHIVE=$(borg --bypass-lock list --last 1 --short "$REPO")',
+        "WANTED=etc/fstab",
+        'FILE=$(borg --bypass-lock list --short "$REPO::$ARCHIVE" | grep -m1 -- "$WANTED\\$")')
+EXTRACT = ("mkdir -p ~/restore-drive && cd ~/restore-drive",
+           'borg --bypass-lock extract "$REPO::$ARCHIVE" "$FILE"')
+DONE = ("cd / && umount /mnt/extbackup",)
+DONE_LUKS = "cryptsetup close extbackup"
+
+
+def _commands(lines: tuple[str, ...], **values: str) -> list[str]:
+    return [f"       {line.format(**values)}" for line in lines]
+
+
 def _restore_steps(config: Config, drive: Drive) -> list[str]:
-    dev = f"/dev/disk/by-uuid/{drive.uuid}"
     jobs = list(copiers_of(config, drive.name).values())
+    repo_name = jobs[0].repo if jobs else None
+    repo = config.repos[repo_name] if repo_name else None
     target = repo_target(jobs[0], config) if jobs else "borg"
-    steps = ["  (Debian: apt install cryptsetup borgbackup rsync)",
-             "  1. Plug the drive in and find it:", f"       blkid -U {drive.uuid}"]
-    if drive.unlock == "luks":
-        steps += ["  2. Unlock it; type the recovery passphrase:",
-                  f"       cryptsetup open {dev} extbackup",
-                  "     or with a copy of the keyfile:",
-                  f"       cryptsetup open --key-file {drive.name}.key {dev} extbackup",
-                  "     if the header is damaged, with the header backup (sdX: the drive):",
-                  f"       cryptsetup open --header {drive.name}.luks-header /dev/sdX extbackup",
-                  "  3. Mount it read-only:",
-                  "       mkdir -p /mnt/extbackup",
-                  "       mount -o ro /dev/mapper/extbackup /mnt/extbackup"]
+    luks = drive.unlock == "luks"
+    steps = ["  (Debian: apt install cryptsetup borgbackup; run as root, in one shell)"]
+    if luks:
+        steps += ["  1. Plug the drive in. Unlock it (type the recovery passphrase) and mount "
+                  "it read-only:", *_commands(UNLOCK_LUKS, luks_uuid=drive.uuid),
+                  "     with a copy of the keyfile instead of the passphrase: add "
+                  f"--key-file {drive.name}.key after --readonly;",
+                  "     a damaged header: use the header backup, naming the drive's device "
+                  "(sdX):",
+                  f"       cryptsetup open --readonly --header {drive.name}.luks-header "
+                  "/dev/sdX extbackup",
+                  "     mount says the journal needs recovery: mount -o ro,noload ..."]
     else:
-        steps += ["  2. Unlock it the way it was encrypted (phobos did not), then",
-                  "  3. Mount it read-only:", "       mkdir -p /mnt/extbackup",
-                  f"       mount -o ro {dev} /mnt/extbackup"]
-    steps += ["  4. Look without writing to the drive:",
-              f"       borg --bypass-lock list /mnt/extbackup/{target}",
-              "     then copy the repository off the drive (leave the drive's copy as it is):",
-              "       mkdir -p /restore",
-              f"       rsync -a /mnt/extbackup/{target}/ /restore/borg/",
-              "  5. List and extract archives (keyfile mode: borg key import first):",
-              "       borg list /restore/borg",
-              "       mkdir -p /restore/files && cd /restore/files",
-              "       borg extract /restore/borg::ARCHIVE [PATH...]",
-              "     an unencrypted repo asks to confirm first; to allow it:",
-              "       export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes",
-              "  6. When done:", "       umount /mnt/extbackup"
-              + ("; cryptsetup close extbackup" if drive.unlock == "luks" else ""),
-              "  Never keep writing to both the NAS's repository and a restored copy: once a",
+        steps += ["  1. Plug the drive in and mount it read-only (phobos did not encrypt it):",
+                  *_commands(MOUNT_PLAIN, fs_uuid=drive.uuid)]
+    steps += ["  2. Tell Borg where the copy is, and the passphrase (Borg reads the copy "
+              "where it is, without a lock):", *_commands(BORG_SETTINGS, repo_dir=target)]
+    if repo is not None and repo.encryption == "none":
+        steps += _commands((UNENCRYPTED,))
+    else:
+        steps += _commands((PASSPHRASE,))
+    if repo is not None and "keyfile" in repo.encryption:
+        steps += ["     keyfile mode: import the exported key first "
+                  "(phobos repo key-export made it):",
+                  *_commands((KEY_IMPORT,), repo=repo_name or "")]
+    holding = str(config.storage.holding).strip("/")
+    host = min(config.hosts, default="HOST")
+    steps += ["  3. The archives (newest last), the newest, and the file (WANTED: the end of "
+              "its path):", *_commands(FIND),
+              f"     paths have no leading /; host {host}'s /etc is {holding}/{host}/etc; "
+              f"a directory works too (WANTED={holding}/{host})",
+              "  4. Extract it into an empty directory, never over a running system's /:",
+              *_commands(EXTRACT),
+              "     (the whole archive: leave out \"$FILE\")",
+              "  5. When done:", *_commands(DONE)]
+    if luks:
+        steps += _commands((DONE_LUKS,))
+    steps += ["  Never keep writing to both the NAS's repository and a restored copy: once a",
               "  restored copy takes new backups, retire the other (Borg would reuse nonces)."]
     return steps

@@ -122,7 +122,7 @@ def restore(config: Config, request: RestoreRequest, echo: Echo | None) -> Resto
             chosen = _choose(config, repo, runner(op.log), op, request)
             items, size = _extract(config, repo, runner, op, request, chosen)
         op.stats.update({"archive": chosen.archive, "items": items, "bytes": size})
-        op.log(f"restored {request.path} from archive {chosen.archive} "
+        op.record(f"restored {request.path} from archive {chosen.archive} "
                f"({chosen.time[:19]}): {items} items in {destination}")
         return RestoreReport(path=str(request.path), destination=destination,
                              type=chosen.row.type, repo=request.repo, drive=request.drive,
