@@ -311,13 +311,21 @@ def test_recovery_sheet_has_the_commands(tmp_path: Path) -> None:
     config = drives_config(tmp_path, OFFSITE)
     sheet = render_sheet(config, get(config, "ext-a"))
     for needle in (UUID_A, "/etc/phobos/keys/ext-a.key", "/etc/phobos/keys/ext-a.luks-header",
-                   f"cryptsetup open /dev/disk/by-uuid/{UUID_A} extbackup",
-                   f"cryptsetup open --key-file ext-a.key /dev/disk/by-uuid/{UUID_A} extbackup",
-                   "cryptsetup open --header ext-a.luks-header /dev/sdX extbackup",
+                   f'cryptsetup open --readonly "$(blkid -U {UUID_A})" extbackup',
+                   "add --key-file ext-a.key after --readonly",
+                   "cryptsetup open --readonly --header ext-a.luks-header /dev/sdX extbackup",
                    "mount -o ro /dev/mapper/extbackup /mnt/extbackup",
-                   "borg --bypass-lock list /mnt/extbackup/borg",
+                   "REPO=/mnt/extbackup/borg", 'borg --bypass-lock list --last 3 "$REPO"',
+                   "export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes",
+                   "read -rsp 'Borg passphrase: ' BORG_PASSPHRASE",
+                   "host luv's /etc is backup/holding/luv/etc",
                    "borg key export --paper /backup/borg main-key.txt",
-                   "/borg: Borg repository 'main'"):
+                   "cryptsetup close extbackup", "/borg: Borg repository 'main'"):
         assert needle in sheet, needle
+    # Only what applies to this drive and repository (repokey, passphrase): no keyfile
+    # import, no unencrypted-repository switch, no by-uuid links (absent without udev).
+    for needle in ("key import", "UNENCRYPTED", "/dev/disk/by-uuid"):
+        assert needle not in sheet, needle
     plain = render_sheet(config, get(config, "ext-b"))
-    assert "phobos did not encrypt this drive" in plain and "cryptsetup open" not in plain
+    assert "phobos did not encrypt this drive" in plain and "cryptsetup" not in plain
+    assert f"mount -o ro -U {UUID_B} /mnt/extbackup" in plain

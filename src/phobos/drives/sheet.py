@@ -131,7 +131,8 @@ def _restore_steps(config: Config, drive: Drive) -> list[str]:
     repo = config.repos[repo_name] if repo_name else None
     target = repo_target(jobs[0], config) if jobs else "borg"
     luks = drive.unlock == "luks"
-    steps = ["  (Debian: apt install cryptsetup borgbackup; run as root, in one shell)"]
+    tools = "cryptsetup borgbackup" if luks else "borgbackup"
+    steps = [f"  (Debian: apt install {tools}; run as root, in one shell)"]
     if luks:
         steps += ["  1. Plug the drive in. Unlock it (type the recovery passphrase) and mount "
                   "it read-only:", *_commands(UNLOCK_LUKS, luks_uuid=drive.uuid),
