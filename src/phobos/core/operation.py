@@ -19,7 +19,7 @@ from phobos.core.history import History
 from phobos.core.model import Outcome, Trigger
 from phobos.core.proc import Redactor
 from phobos.core.runner import signals_interrupt
-from phobos.errors import ExitCode, Interrupted, PhobosError
+from phobos.errors import ExitCode, Interrupted, PhobosError, StepFailed
 
 Echo = Callable[[str], None]
 
@@ -70,6 +70,9 @@ def recorded(config: Config, job: str, kind: str, echo: Echo | None) -> Iterator
             outcome, code = Outcome.INTERRUPTED, ExitCode.INTERRUPTED
             message = str(exc) or "interrupted"
             raise
+        except StepFailed as exc:  # its hint points at the log: name this run's
+            outcome, code, message = Outcome.FAILED, exc.exit_code, exc.message
+            raise StepFailed(exc.message, f"the whole output: phobos log {run_id}") from None
         except PhobosError as exc:
             outcome, code, message = Outcome.FAILED, exc.exit_code, exc.message
             raise

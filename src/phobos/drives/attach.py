@@ -151,7 +151,8 @@ def mounted_readonly(config: Config, drive: Drive, log: Log) -> Iterator[Path]:
         yield drive.mountpoint
     except BaseException:
         try:
-            release(drive, cleanup, log)
+            done = release(drive, cleanup, log)
+            log(f"drive {drive.name}: {'; '.join(done) or 'released'}")
         except Exception as exc:  # the block's own error is what must be reported
             log(f"cleanup failed: {exc}; run `phobos drive release {drive.name}`")
         raise

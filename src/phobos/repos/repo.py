@@ -123,6 +123,10 @@ class Repo:
         :func:`phobos.tools.borg_contents.copy_env`)."""
         main = cls.open(config, name)
         env = {**main.access.env, **copy_env(private_dir)}
+        if main.config.encryption == "none":
+            # The copy's own security directory has never seen it: Borg would ask about
+            # an unknown unencrypted repository, which the config says this one is.
+            env["BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK"] = "yes"
         copy = dataclasses.replace(main.access, location=str(location),
                                    env=MappingProxyType(env), bypass_lock=True)
         return cls(name=name, config=dataclasses.replace(main.config, path=location),

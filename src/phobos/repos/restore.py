@@ -23,6 +23,7 @@ Every restore is a run in history: job ``restore:REPO``, kind ``restore``
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -255,7 +256,10 @@ def _extract(config: Config, repo: Repo, runner: Runner, op: Operation,
     with staging(request.target) as stage:
         op.log(f"borg extract of {archive_path or 'everything'} from {chosen.archive} "
                f"({total} items, {size} bytes)")
-        runner(progress)(repo.step("extract", argv, cwd=str(stage)))
+        # Borg's warnings (a file it could not write, exit 1 or 100-127) fail a restore:
+        # a restore that left files out is not a restore.
+        step = dataclasses.replace(repo.step("extract", argv, cwd=str(stage)), warn_codes=())
+        runner(progress)(step)
         if not (stage / relpath).exists() and not (stage / relpath).is_symlink():
             raise PhobosError(f"Borg extracted nothing for {request.path} from "
                               f"{chosen.archive}", "see `phobos log " + str(op.run_id) + "`")
