@@ -20,7 +20,8 @@ One guest (the NAS) runs the tests in order, each building on the one before:
 5. the nightly timers fire a pull (over SSH to the guest's own sshd) and an archive, and
    an archive started while a drive sync runs waits for it;
 6. then a second, fresh guest without phobos restores a file from the drive with nothing
-   but the printed recovery sheet and the recovery passphrase.
+   but the passphrases and, once, docs/recovery.md's commands for such a machine, once
+   the printed recovery sheet's (the same commands, the drive's values filled in).
 
 Needs root, qemu-system-x86_64, mmdebstrap and cryptsetup (scripts/setup installs them);
 fails, never skips, when they are missing. The guest image is cached in
@@ -44,6 +45,8 @@ import pytest
 import qemu
 from mailsink import Inbox, smtp_sink
 from qemu import PHOBOS, Completed, Guest, step
+
+import guide
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.timeout(900)]
 
@@ -656,9 +659,9 @@ def test_archive_waits_for_a_drive_sync(nas: Nas) -> None:
 
 
 def _sheet_commands(sheet: str) -> list[str]:
-    """The commands a person types from the sheet's restore section: each step's own
-    commands, not the alternatives ("or with a copy of the keyfile", "if the header is
-    damaged", "an unencrypted repo...")."""
+    """The commands a person types from the sheet's restore section: each numbered
+    step's own commands, not the alternatives after a step's explanation ("with a copy
+    of the keyfile...", "a damaged header...", "keyfile mode: ...")."""
     section = sheet[sheet.index("RESTORE ON A MACHINE THAT NEVER SAW THE NAS"):]
     commands: list[str] = []
     alternative = False
@@ -666,37 +669,49 @@ def _sheet_commands(sheet: str) -> list[str]:
         if re.match(r"^ {7}\S", line):
             if not alternative:
                 commands.append(line.strip())
-        elif line.strip():
-            alternative = line.strip().startswith(("or ", "if ", "an unencrypted"))
+        elif re.match(r"^  \d+\. ", line):
+            alternative = False
+        elif line.startswith("     ") and line.strip():
+            alternative = True
     return commands
 
 
-def test_recovery_from_the_sheet_on_a_fresh_guest(nas: Nas, lab: dict[str, Any]) -> None:
-    sheet = nas.sheet
-    commands = _sheet_commands(sheet)
-    extract = next(i for i, c in enumerate(commands) if c.startswith("mkdir -p /restore/files"))
-    assert any(c.startswith("cryptsetup open /dev/disk/by-uuid/") for c in commands), sheet
+def _fresh_guest_restores(fresh: Guest, script: str, what: str, sha256: str) -> None:
+    """Run a restore script as a person would (the recovery passphrase, then the Borg
+    passphrase typed in), check the letter came back, and clean up after it."""
+    letter = f"/root/restore-drive/{NAS_LETTER}"
+    with step(f"restore with {what} (unlock, mount, find, extract, unmount, lock)"):
+        done = fresh.sh("set -eux\n" + script, check=False, timeout=600,
+                        input=f"{RECOVERY_PASS}\n{BORG_PASS}\n".encode())
+        assert done.returncode == 0, done.output
+    assert fresh.run(["sha256sum", letter]).stdout.split()[0] == sha256
+    assert not fresh.exists("/dev/mapper/extbackup")
+    assert " /mnt/extbackup " not in fresh.read("/proc/self/mountinfo")
+    fresh.run(["rm", "-rf", "/root/restore-drive", "/root/borg-restore"])
+
+
+NAS_LETTER = "srv/data/docs/letter.txt"
+
+
+def test_recovery_from_the_guide_and_the_sheet_on_a_fresh_guest(
+        nas: Nas, lab: dict[str, Any]) -> None:
+    """A second guest that never saw phobos restores the letter from drive ext-a twice:
+    once following docs/recovery.md's part for such a machine (its values filled in,
+    the LUKS variant), once with the printed sheet's own commands. Nothing else is
+    given: no Borg settings in the environment, the passphrases typed in."""
+    assert nas.restore_file == NAS_LETTER
+    commands = _sheet_commands(nas.sheet)
+    assert commands[0].startswith("cryptsetup open --readonly"), nas.sheet
+    sheet = guide.replace_assignment("\n".join(commands) + "\n", "WANTED", NAS_LETTER)
+    followed = guide.script(guide.fresh_blocks(guide.blocks(), device_mapper=True), {
+        "LUKS_UUID": nas.uuids[DRIVE_A], "FS_UUID": "unused-for-a-luks-drive",
+        "REPO_DIR": "borg"})
+    followed = guide.replace_assignment(followed, "WANTED", NAS_LETTER)
     nas.guest.stop()  # one guest at a time: two emulated machines on two cores crawl
-    # Borg asks whether the repository copied off the drive is the one it just saw on the
-    # drive ("previously located at"): the person answers yes.
-    env = {"BORG_PASSPHRASE": BORG_PASS, "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes"}
     with qemu.booted(lab["image"], name="fresh", keep_logs=lab["logs"]) as fresh:
         assert not fresh.exists("/etc/phobos") and not fresh.exists(PHOBOS)
         fresh.plug(DRIVE_A, nas.images[DRIVE_A])
-        fresh.wait_for("the drive", lambda: fresh.exists(
-            f"/dev/disk/by-uuid/{nas.uuids[DRIVE_A]}"))
-        with step("restore steps 1-5 of the sheet (unlock with the passphrase, copy, list)"):
-            first = fresh.sh("set -ex\n" + "\n".join(commands[:extract]),
-                             input=(RECOVERY_PASS + "\n").encode(), env=env, check=False,
-                             timeout=600)
-            assert first.returncode == 0, first.output
-        archive = first.stdout.strip().splitlines()[-1].split()[0]
-        rest = [c.replace("ARCHIVE [PATH...]", f"{archive} {nas.restore_file}")
-                .replace("ARCHIVE", archive) for c in commands[extract:]]
-        with step("restore: borg extract, then unmount and lock"):
-            second = fresh.sh("set -ex\n" + "\n".join(rest), env=env, check=False,
-                              timeout=600)
-            assert second.returncode == 0, second.output
-        restored = fresh.run(["sha256sum", f"/restore/files/{nas.restore_file}"]).stdout
-        assert restored.split()[0] == nas.restore_sha256
-        assert not fresh.exists("/dev/mapper/extbackup")
+        fresh.wait_for("the drive", lambda: fresh.sh(
+            f"blkid -U {nas.uuids[DRIVE_A]}", check=False).returncode == 0)
+        _fresh_guest_restores(fresh, followed, "docs/recovery.md", nas.restore_sha256)
+        _fresh_guest_restores(fresh, sheet, "the recovery sheet", nas.restore_sha256)
