@@ -126,3 +126,14 @@ def test_a_drill_reads_the_drive_copy_and_drive_list_shows_it(rig: drives.Rig) -
     assert absent.returncode == 3, absent.stderr
     assert rig.history()[0]["outcome"] == "skipped"
     assert Path(rig.sandbox.state / "drives.json").exists()
+
+
+def test_ns_enter_finds_borg_next_to_phobos(rig: drives.Rig) -> None:
+    """What `phobos drive mount` suggests works without the venv on PATH: `phobos ns
+    enter borg ...` finds the Borg installed next to phobos, as phobos itself does."""
+    rig.configure({"ext-a": "0b3c1a7e-0000-4000-8000-000000000001"})
+    env = {**drives.phobos_env(), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    out = subprocess.run(rig.sandbox.argv("ns", "enter", "borg", "--version"), env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("borg 1.")
