@@ -39,6 +39,9 @@ from phobos.core.locks import locked
 from phobos.core.model import BusyPolicy, parse_duration
 from phobos.core.operation import Echo, Operation, recorded
 from phobos.core.proc import Log, StepRunner, direct_runner
+from phobos.drives.attach import mounted_readonly
+from phobos.drives.contents import copied_repo
+from phobos.drives.identity import get
 from phobos.errors import PhobosError, UsageError
 from phobos.repos.borg_locks import guarded
 from phobos.repos.catalog import Catalog, Row, slots_of
@@ -51,6 +54,7 @@ from phobos.tools import borg as borgtool
 from phobos.tools.borg_contents import TYPE_WORDS, parse_repository_id, prefix_pattern
 
 REPO_WAIT = 6 * 3600.0  # how long a restore waits for a job writing the repository
+Runner = Callable[[Log], StepRunner]  # a step runner, given where the output goes
 PROGRESS_EVERY = 1.0
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -124,14 +128,11 @@ def restore(config: Config, request: RestoreRequest, echo: Echo | None) -> Resto
             items, size = _extract(config, repo, runner, op, request, chosen)
         op.stats.update({"archive": chosen.archive, "items": items, "bytes": size})
         op.record(f"restored {request.path} from archive {chosen.archive} "
-               f"({chosen.time[:19]}): {items} items in {destination}")
+                  f"({chosen.time[:19]}): {items} items in {destination}")
         return RestoreReport(path=str(request.path), destination=destination,
                              type=chosen.row.type, repo=request.repo, drive=request.drive,
                              archive=chosen.archive, time=chosen.time, items=items,
                              bytes=size, run_id=op.run_id)
-
-
-Runner = Callable[[Log], StepRunner]
 
 
 @contextlib.contextmanager
@@ -147,27 +148,18 @@ def _source(config: Config, request: RestoreRequest, op: Operation
             repo = Repo.open(config, request.repo)
             yield repo, lambda log: guarded(direct_runner(log, announce=False), repo, op.log)
         return
-    from phobos.drives.attach import mounted_readonly
-    from phobos.drives.identity import get
-
     drive = get(config, request.drive)
     with locked(config.paths.run / "locks", f"restore:{request.repo}", op.run_id,
                 [locks.drive(drive.name)], BusyPolicy.FAIL, 0.0):
         namespace.enter(config, direct_runner(op.log))
         with mounted_readonly(config, drive, op.log) as mountpoint:
-            copy = mountpoint / _copy_dir(config, drive.name, request.repo)
+            copy = mountpoint / copied_repo(config, drive.name, request.repo)[1]
             if not (copy / "config").is_file():
                 raise PhobosError(f"drive {drive.name} holds no Borg repository at {copy}",
                                   "has the drive ever been synced? see `phobos drive list`")
             repo = Repo.copy_at(config, request.repo, copy,
                                 config.paths.state / "borg-copies" / drive.name)
             yield repo, lambda log: direct_runner(log, announce=False)
-
-
-def _copy_dir(config: Config, drive: str, repo: str) -> str:
-    from phobos.drives.contents import copied_repo
-
-    return copied_repo(config, drive, repo)[1]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
