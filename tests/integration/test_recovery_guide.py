@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 import guide
-from phobos.tools.borg import host_id
+from phobos.tools.borg_repository import host_id
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
 

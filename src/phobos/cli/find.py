@@ -7,7 +7,8 @@ import argparse
 import time
 from typing import Any
 
-from phobos.cli.common import json_flag, load_config, print_json, say, verb
+from phobos.cli.common import json_flag, load_config, print_json, verb
+from phobos.core.console import say
 from phobos.errors import ExitCode, UsageError
 
 
