@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import pytest
-from test_borg_helpers import BorgBox, make_tree
+from borgbox import BorgBox, make_tree
 
 from phobos.core.locks import LockSet, repo
 from phobos.core.model import BusyPolicy
