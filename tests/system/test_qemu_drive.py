@@ -677,12 +677,12 @@ def _sheet_commands(sheet: str) -> list[str]:
 
 
 def _fresh_guest_restores(fresh: Guest, script: str, what: str, sha256: str) -> None:
-    """Run a restore script as a person would (the recovery passphrase, then the Borg
-    passphrase typed in), check the letter came back, and clean up after it."""
+    """Run a restore script as a person would, in root's bash (the recovery passphrase,
+    then the Borg passphrase typed in), check the letter came back, and clean up."""
     letter = f"/root/restore-drive/{NAS_LETTER}"
     with step(f"restore with {what} (unlock, mount, find, extract, unmount, lock)"):
-        done = fresh.sh("set -eux\n" + script, check=False, timeout=600,
-                        input=f"{RECOVERY_PASS}\n{BORG_PASS}\n".encode())
+        done = fresh.run(["bash", "-c", "set -euxo pipefail\n" + script], check=False,
+                         timeout=600, input=f"{RECOVERY_PASS}\n{BORG_PASS}\n".encode())
         assert done.returncode == 0, done.output
     assert fresh.run(["sha256sum", letter]).stdout.split()[0] == sha256
     assert not fresh.exists("/dev/mapper/extbackup")

@@ -132,7 +132,7 @@ def _restore_steps(config: Config, drive: Drive) -> list[str]:
     target = repo_target(jobs[0], config) if jobs else "borg"
     luks = drive.unlock == "luks"
     tools = "cryptsetup borgbackup" if luks else "borgbackup"
-    steps = [f"  (Debian: apt install {tools}; run as root, in one shell)"]
+    steps = [f"  (Debian: apt install {tools}; run as root, in one bash shell)"]
     if luks:
         steps += ["  1. Plug the drive in. Unlock it (type the recovery passphrase) and mount "
                   "it read-only:", *_commands(UNLOCK_LUKS, luks_uuid=drive.uuid),
