@@ -508,4 +508,5 @@ def test_recovery_sheet(rig: Rig) -> None:
     assert out.returncode == 0, out.stderr
     assert "0b3c1a7e-0000-4000-8000-000000000001" in out.stdout
     assert "/borg: Borg repository 'main'" in out.stdout
-    assert "borg --bypass-lock list /mnt/extbackup/borg" in out.stdout
+    assert "mount -o ro -U 0b3c1a7e-0000-4000-8000-000000000001 /mnt/extbackup" in out.stdout
+    assert "REPO=/mnt/extbackup/borg" in out.stdout
