@@ -11,15 +11,12 @@ job holds it) or ``--cached``, the catalog answers alone and says how old it is.
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from phobos.config.model import Config
-from phobos.core import proc
 from phobos.core.proc import Log, StepRunner, direct_runner
 from phobos.errors import Busy
 from phobos.repos.borg_locks import guarded
@@ -31,7 +28,6 @@ from phobos.tools import borg as borgtool
 from phobos.tools.borg_contents import TYPE_WORDS, parse_items, parse_repository_id
 
 PROGRESS_EVERY = 2.0  # seconds between "listed N of M archives" lines
-LIST_WORKERS = 3  # Borgs listing archives at once
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,37 +67,23 @@ def refresh(catalog: Catalog, repo: Repo, run: StepRunner, log: Log, *,
 
 def list_archives(catalog: Catalog, repo: Repo, run: StepRunner, log: Log,
                   archives: Iterable[dict[str, Any]]) -> None:
-    """``borg list`` the contents of ``archives`` into the catalog, a few Borgs at once
-    (each mostly waits for its own start-up and decryption; they share the repository's
-    lock as readers), saying how far it got every few seconds: the first listing of a
-    big repository takes a while. The catalog is written from this thread only."""
+    """``borg list`` the contents of ``archives`` into the catalog, saying how far it
+    got every few seconds: the first listing of a big repository takes a while.
+
+    One Borg at a time: concurrent Borgs contend for the mutex guarding the lock
+    roster, and a Borg that finds it taken sleeps a tenth of ``--lock-wait`` (a
+    minute, with phobos's long lock waits) before it tries again."""
     todo = list(archives)
     started = last = time.monotonic()
-
-    def listing(archive: dict[str, Any]) -> str:
-        return run(repo.step("list-files", borgtool.list_files_argv(
-            repo.borg, repo.access, archive["name"]), capture=True)).stdout
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=LIST_WORKERS,
-                                               thread_name_prefix="list") as pool:
-        pending = collections.deque(pool.submit(listing, a) for a in todo[:LIST_WORKERS])
-        try:
-            for done, archive in enumerate(todo, start=1):
-                output = pending.popleft().result()
-                if done + LIST_WORKERS <= len(todo):  # at most LIST_WORKERS outputs held
-                    pending.append(pool.submit(listing, todo[done + LIST_WORKERS - 1]))
-                catalog.add(archive["id"], archive["name"], archive["time"],
-                            parse_items(output))
-                if time.monotonic() - last >= PROGRESS_EVERY and done < len(todo):
-                    last = time.monotonic()
-                    rate = done / (last - started)
-                    log(f"listed {done} of {len(todo)} archives into the catalog; about "
-                        f"{(len(todo) - done) / rate:.0f}s left")
-        except BaseException:  # a failed listing, Ctrl-C: stop the other Borgs too
-            for future in pending:
-                future.cancel()
-            proc.terminate_all()
-            raise
+    for done, archive in enumerate(todo, start=1):
+        result = run(repo.step("list-files", borgtool.list_files_argv(
+            repo.borg, repo.access, archive["name"]), capture=True))
+        catalog.add(archive["id"], archive["name"], archive["time"], parse_items(result.stdout))
+        if time.monotonic() - last >= PROGRESS_EVERY and done < len(todo):
+            last = time.monotonic()
+            rate = done / (last - started)
+            log(f"listed {done} of {len(todo)} archives into the catalog; about "
+                f"{(len(todo) - done) / rate:.0f}s left")
 
 
 # --- searching --------------------------------------------------------------------------
