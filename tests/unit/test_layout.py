@@ -186,3 +186,16 @@ def test_package_inits_say_what_belongs_there_and_re_export_nothing() -> None:
 def test_each_cli_module_registers_the_verb_it_is_named_after(verb: str) -> None:
     text = (PACKAGE / "cli" / f"{verb}.py").read_text()
     assert re.search(rf'verb\(\s*verbs,\s*"{verb}"', text), f"cli/{verb}.py registers no {verb!r}"
+
+
+def test_test_files_have_unique_names_across_suites() -> None:
+    # pytest imports test files by basename (the suites are not packages), so two
+    # suites holding the same name stop the whole run at collection.
+    tests = SRC.parent / "tests"
+    seen: dict[str, Path] = {}
+    clashes = []
+    for path in sorted(tests.rglob("test_*.py")):
+        if path.name in seen:
+            clashes.append(f"{seen[path.name].relative_to(tests)} and {path.relative_to(tests)}")
+        seen.setdefault(path.name, path)
+    assert not clashes, clashes
