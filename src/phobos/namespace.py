@@ -55,7 +55,7 @@ from phobos.core.files import write_atomic
 from phobos.core.locks import Resource
 from phobos.core.proc import Log, StepRunner, child_env, direct_runner
 from phobos.core.step import Step
-from phobos.errors import PhobosError, UsageError
+from phobos.errors import PhobosError, StepFailed, UsageError
 from phobos.tools import mount as mnt
 from phobos.tools.mount import MountEntry
 
@@ -168,9 +168,33 @@ def _create(ns: Namespace, entries: Sequence[MountEntry], run: StepRunner) -> No
         run(Step(name="ns-bind", argv=mnt.bind(ns.directory, ns.directory)))
     run(Step(name="ns-private", argv=mnt.make_private(ns.directory)))
     ns.file.touch(mode=0o600)
-    run(Step(name="ns-create", argv=("unshare", f"--mount={ns.file}",
-                                      "--propagation", "private", "true")))
+    _persist_on_some_cpu(ns, run)
     _record_id(ns)
+
+
+def _persist_on_some_cpu(ns: Namespace, run: StepRunner) -> None:
+    """``unshare --mount=FILE``, pinned to each CPU this process may use in turn until
+    the kernel keeps the namespace.
+
+    Why: binding a new namespace's file is refused (EINVAL) unless the new namespace is
+    newer than the caller's, and where the caller's mount namespace is not the first
+    (inside a container) kernels such as 6.18 number namespaces per CPU: created on one
+    CPU the bind fails every time, on another it works. Other failures stop at once."""
+    argv = mnt.persist_new_namespace(ns.file)
+    refused = []
+    for cpu in sorted(os.sched_getaffinity(0)):
+        try:
+            run(Step(name="ns-create", argv=mnt.on_cpu(cpu, argv)))
+            return
+        except StepFailed as exc:
+            if mnt.BIND_REFUSED not in exc.message:
+                raise
+            refused.append(str(cpu))
+    raise PhobosError(f"cannot create the backup mount namespace: the kernel refused to "
+                      f"keep it ({mnt.BIND_REFUSED}) on every CPU phobos may use "
+                      f"({', '.join(refused)})",
+                      "in a container or nested mount namespace, allow phobos more CPUs "
+                      "(taskset, CPUAffinity=) or run it on the host")
 
 
 def _record_id(ns: Namespace) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -251,3 +252,52 @@ def test_private_storage_mount_refused_where_it_would_propagate(
     assert done.returncode != 0
     assert "would propagate out of this mount namespace" in done.stderr, done.stderr
     assert shared_storage.host_mounts() == [str(shared_storage.root.parent)]
+
+
+# What `phobos ns create` does, on CPU $1: exit 0 when the kernel keeps the namespace there.
+PROBE = """
+D=$(mktemp -d) && mount --bind "$D" "$D" && mount --make-private "$D" && touch "$D/mnt"
+taskset --cpu-list "$1" unshare --mount="$D/mnt" --propagation private true 2>/dev/null
+rc=$?; umount "$D/mnt" 2>/dev/null; umount "$D"; rm -rf "$D"; exit $rc
+"""
+
+# In a mount namespace made on CPU $1 (as a container's is): which CPUs the kernel keeps a
+# new namespace on, then `phobos ns create` free to use every CPU, then its status.
+NESTED = """
+for cpu in $CPUS; do
+    if sh -c "$PROBE" probe "$cpu"; then echo "probe: ok $cpu"; else echo "probe: refused $cpu"; fi
+done
+taskset --cpu-list "$ALL" "$@" ns create 2>&1 && "$@" ns status --json
+"""
+
+
+def test_create_in_a_nested_namespace_tries_each_cpu(sandbox: Sandbox) -> None:
+    """Inside a container (a mount namespace that is not the first) this kernel keeps a
+    new namespace only when it was made on some CPUs: phobos tries each in turn."""
+    sandbox.write("")
+    cpus = sorted(os.sched_getaffinity(0))
+    retried = []
+    for outer in cpus:
+        env = {**phobos_env(), "PROBE": PROBE, "CPUS": " ".join(map(str, cpus)),
+               "ALL": ",".join(map(str, cpus))}
+        done = subprocess.run(["taskset", "--cpu-list", str(outer), "unshare", "--mount",
+                               "--propagation", "private", "sh", "-c", NESTED, "nested",
+                               *sandbox.argv()], capture_output=True, text=True, env=env,
+                              timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        lines = done.stdout.splitlines()
+        verdicts = dict(reversed(line.split()[1:]) for line in lines
+                        if line.startswith("probe: "))
+        first_ok = next(cpu for cpu in cpus if verdicts[str(cpu)] == "ok")
+        attempts = [line for line in lines if line.startswith("step ns-create:")]
+        assert attempts == [f"step ns-create: taskset --cpu-list {cpu} unshare "
+                            f"--mount={sandbox.run_dir}/ns/mnt --propagation private true"
+                            for cpu in cpus if cpu <= first_ok], done.stdout
+        assert "backup namespace ready" in done.stdout
+        assert json.loads(done.stdout[done.stdout.index("{"):])["alive"] is True
+        if first_ok != cpus[0]:
+            retried.append(outer)
+            assert "Invalid argument" in done.stdout
+    # Nothing of it outside: the nested namespaces ended with their processes.
+    assert str(sandbox.run_dir / "ns" / "mnt") not in Path("/proc/self/mountinfo").read_text()
+    print(f"namespaces made on CPU {retried} needed a retry on another CPU")

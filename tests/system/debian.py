@@ -19,15 +19,14 @@
   was created on another CPU than the current one, in any mount namespace but the
   first (the kernel's loop check compares namespace sequence numbers, which are
   evidently not ordered across CPUs: inside the container it fails 30 of 30 times on
-  one CPU and 0 of 30 on the other). :func:`namespace_cpu` finds a CPU where it works,
-  and the demo is pinned to it; phobos itself does not work around this yet.
+  one CPU and 0 of 30 on the other). phobos tries each CPU it may use in turn
+  (``phobos.namespace``), so the demo runs unpinned.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import shlex
 import shutil
 import subprocess
@@ -37,7 +36,6 @@ from pathlib import Path
 from nspawn import (
     CACHE,
     REPO,
-    Container,
     SystemTestError,
     cache_lock,
     require,
@@ -62,15 +60,6 @@ for n in $(seq 0 $((last + 8))); do
 done
 """
 KEEP_BUILDS = 4  # cached builds per release (one per source state)
-# What `phobos ns create` does, on CPU $1: exit 0 when the bind of the new namespace
-# works there.
-PROBE_NAMESPACE = """
-D=$(mktemp -d) && mount --bind "$D" "$D" && mount --make-private "$D" && touch "$D/mnt"
-taskset -c "$1" unshare --mount="$D/mnt" --propagation private true; rc=$?
-umount "$D/mnt" 2>/dev/null; umount "$D"; rm -rf "$D"; exit $rc
-"""
-
-
 # What scripts/build-deb packages (its SOURCES), and the script itself.
 SOURCES = ("src", "docs", "packaging", "pyproject.toml", "README.md", "scripts/build-deb")
 
@@ -163,15 +152,3 @@ def detach_loops_under(root: Path) -> Iterator[None]:
                 if backing.read_text().startswith(str(root) + "/"):
                     device = f"/dev/{backing.parent.parent.name}"
                     subprocess.run(["losetup", "-d", device], check=False, timeout=30)
-
-
-def namespace_cpu(ct: Container) -> int:
-    """A CPU on which the container can persist a new mount namespace (see above)."""
-    errors = []
-    for cpu in sorted(os.sched_getaffinity(0)):
-        probe = ct.run(["/bin/sh", "-c", PROBE_NAMESPACE, "probe", str(cpu)], check=False)
-        if probe.returncode == 0:
-            return cpu
-        errors.append(f"CPU {cpu}: {probe.stderr.strip()}")
-    raise SystemTestError("no CPU can persist a mount namespace in the container:\n"
-                          + "\n".join(errors))

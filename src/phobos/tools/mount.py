@@ -1,5 +1,5 @@
-"""argv builders for mount, umount, blkid and mkfs.ext4, and parsers for their output and
-for ``/proc/PID/mountinfo``.
+"""argv builders for mount, umount, blkid, mkfs.ext4 and util-linux's unshare and taskset,
+and parsers for their output and for ``/proc/PID/mountinfo``.
 
 Mountinfo is read rather than ``findmnt`` run because it is what the kernel says for
 exactly one mount namespace: the namespace code compares the file inside and outside.
@@ -116,6 +116,21 @@ def remount_readonly(target: Path) -> tuple[str, ...]:
 
 def make_private(target: Path) -> tuple[str, ...]:
     return ("mount", "--make-private", "--", str(target))
+
+
+def persist_new_namespace(file: Path) -> tuple[str, ...]:
+    """``unshare``: a new mount namespace (private propagation), kept alive by a bind
+    mount of its nsfs file onto ``file``."""
+    return ("unshare", f"--mount={file}", "--propagation", "private", "true")
+
+
+#: How unshare says the kernel refused to bind the new namespace's file (EINVAL).
+BIND_REFUSED = "Invalid argument"
+
+
+def on_cpu(cpu: int, argv: tuple[str, ...]) -> tuple[str, ...]:
+    """``argv`` run pinned to CPU ``cpu`` (``taskset``)."""
+    return ("taskset", "--cpu-list", str(cpu), *argv)
 
 
 def sync_fs(path: Path) -> tuple[str, ...]:
