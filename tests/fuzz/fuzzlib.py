@@ -77,6 +77,7 @@ def time_limit(seconds: float) -> Iterator[None]:
 def run_inprocess(argv: Sequence[str], kind: str) -> Outcome:
     """``phobos ARGV`` in this process, stdout and stderr captured; Hang past the limit."""
     out, err = io.StringIO(), io.StringIO()
+    namespace_before = os.stat("/proc/self/ns/mnt").st_ino
     started = time.monotonic()
     try:
         with time_limit(HANG_SECONDS), contextlib.redirect_stdout(out), \
@@ -89,6 +90,10 @@ def run_inprocess(argv: Sequence[str], kind: str) -> Outcome:
         code, seconds = -1, time.monotonic() - started
         err.write(f"\nHANG: still running after {seconds:.1f}s")
     seconds = time.monotonic() - started
+    # A verb that joins the backup namespace (setns) would take this test process with it
+    # and every later call would run inside: such verbs belong in JOINING (run as processes).
+    assert os.stat("/proc/self/ns/mnt").st_ino == namespace_before, \
+        f"phobos {' '.join(argv)} joined a mount namespace in the test process"
     record(kind, code, seconds, argv)
     return Outcome(tuple(argv), code, out.getvalue(), err.getvalue(), seconds)
 

@@ -37,7 +37,7 @@ LOOPING = {("status",): "--watch"}
 ROOTED = {("systemd", "install"), ("systemd", "uninstall"), ("systemd", "list")}
 # Run as real processes: they join the backup namespace (setns), which must not happen to
 # the test process itself.
-JOINING = {("repo", "info"), ("repo", "list"), ("drive", "sheet")}
+JOINING = {("repo", "info"), ("repo", "list"), ("drive", "sheet"), ("find",), ("restore",)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -241,7 +241,10 @@ def test_the_overview_reloads_itself_while_a_job_runs(browser: WebDriver, tmp_pa
         row = browser.find_element(By.CSS_SELECTOR, 'tr[data-job="pull-luv"]')
         assert row.get_attribute("data-state") == "running"
         assert colour(browser, 'tr[data-job="pull-luv"] .dot') == "rgb(47, 111, 214)"
-        assert "Running now: pull-luv" in visible_text(browser)
+        note = browser.find_element(By.CSS_SELECTOR, "#running").text
+        assert note.startswith("Running now:"), note
+        assert browser.find_element(
+            By.CSS_SELECTOR, '#running .running[data-job="pull-luv"]').is_displayed()
         shoot(browser, shots, "running")
         browser.execute_script("window.phobosMarker = 1")
         wait_for(lambda: browser.execute_script("return window.phobosMarker") is None, 10,
