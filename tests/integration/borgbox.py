@@ -1,9 +1,10 @@
 """Helpers for the Borg integration tests: a sandboxed config with a real repository,
 direct Borg calls for setting up and verifying, generated source trees.
 
-The tests run the real ``phobos`` CLI in new processes and the real ``borg`` from
-.venv/bin (Borg 1.4; PATH is set by conftest's phobos_env). Nothing touches ~: Borg's
-keys, cache and security dirs live under the sandbox (BORG_BASE_DIR).
+The tests run the real ``phobos`` CLI in new processes and the real ``borg`` first on
+PATH: the venv's Borg 1.4, or the one conftest's ``each_borg`` put in front (Debian's
+1.2.4). The test's own Borg calls use that same Borg. Nothing touches ~: Borg's keys,
+cache and security dirs live under the sandbox (BORG_BASE_DIR).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from conftest import venv_path
 
 PASSPHRASE = "correct horse battery staple 42"
 
@@ -69,7 +72,7 @@ class BorgBox:
         """Borg directly (test side): the passphrase in the environment is fine here."""
         env = {**os.environ, "BORG_PASSPHRASE": PASSPHRASE,
                "BORG_BASE_DIR": str(self.root / "borgbase"), "BORG_EXIT_CODES": "modern"}
-        env["PATH"] = f"{Path(__file__).resolve().parents[2] / '.venv' / 'bin'}:{env['PATH']}"
+        env["PATH"] = venv_path(env["PATH"])
         result = subprocess.run(["borg", *args], capture_output=True, text=True, env=env,
                                 timeout=600, check=False)
         if check:

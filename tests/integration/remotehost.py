@@ -16,11 +16,9 @@ from typing import Any
 
 import pytest
 
-from conftest import paths_toml
+from conftest import paths_toml, venv_path
 from phobos.dev import lab as phobos_lab
 from phobos.dev.lab import RemoteHost
-
-REPO = Path(__file__).resolve().parents[2]
 
 __all__ = ["Lab", "RemoteHost", "sh"]
 
@@ -107,7 +105,7 @@ class Lab(phobos_lab.Lab):
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PATH"] = f"{REPO / '.venv' / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
+    env["PATH"] = venv_path(env.get("PATH"))
     env.pop("PHOBOS_CONFIG", None)
     return env
 

@@ -12,18 +12,26 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from borgbox import BorgBox, initialized, make_tree, wait_for
 
 from phobos.tools import borg_repository
 
+# Borg integration: every test runs with the venv's Borg 1.4 and Debian's 1.2.
+pytestmark = pytest.mark.usefixtures("each_borg")
 
-def test_create_records_stats(sandbox: Any) -> None:
+
+def test_create_records_stats(sandbox: Any, each_borg: tuple[int, ...]) -> None:
     box = initialized(sandbox)
     box.ok("run", "nightly")
     run = box.last_run("nightly")
     stats = run["stats"]
     assert run["outcome"] == "success"
-    assert stats["nfiles"] == 40 and stats["original_size"] == 40 * 20_000
+    assert stats["nfiles"] == 40
+    if each_borg >= (1, 4):
+        assert stats["original_size"] == 40 * 20_000
+    else:  # Borg 1.2 counts the archive's item metadata too (a few hundred bytes here)
+        assert 40 * 20_000 < stats["original_size"] < 40 * 20_000 + 4096
     assert stats["compressed_size"] > 0 and stats["deduplicated_size"] > 0
     assert stats["duration"] >= 0 and stats["repo"] == "main"
     assert box.archives() == [stats["archive"]]
@@ -147,9 +155,11 @@ def test_sigkill_during_create_then_next_run_and_check_are_clean(sandbox: Any) -
 
 
 def _hold_borg_lock(box: BorgBox, seconds: float) -> subprocess.Popen[str]:
+    """An outside ``borg with-lock`` holding the repository for ``seconds`` (in a session
+    of its own: killing its group ends the sleep too)."""
     env = {**os.environ, "BORG_PASSPHRASE": "unused", "BORG_BASE_DIR": str(box.root / "b2")}
     holder = subprocess.Popen(["borg", "with-lock", str(box.repo), "sleep", str(seconds)],
-                              env=env, text=True)
+                              env=env, text=True, start_new_session=True)
     wait_for(lambda: (box.repo / "lock.roster").exists(), what="the outside borg lock")
     return holder
 
@@ -165,7 +175,8 @@ def test_outside_borg_lock_is_waited_for_and_named(sandbox: Any) -> None:
     assert f"exclusive Borg lock of pid {holder.pid} on this host (borg with-lock" in log
 
 
-def test_outside_borg_lock_timeout_names_the_holder(sandbox: Any) -> None:
+def test_outside_borg_lock_timeout_names_the_holder(sandbox: Any,
+                                                    each_borg: tuple[int, ...]) -> None:
     box = initialized(sandbox)
     box.write(f"""\
         [jobs.nightly]
@@ -179,11 +190,14 @@ def test_outside_borg_lock_timeout_names_the_holder(sandbox: Any) -> None:
     try:
         result = box.phobos("run", "nightly")
     finally:
-        holder.terminate()
+        os.killpg(holder.pid, signal.SIGTERM)  # Borg and its sleep
         holder.wait(timeout=30)
-    assert result.returncode == 1
+    assert result.returncode == 1, result.stderr
     message = box.last_run("nightly")["message"]
-    assert "exit code 73 (timed out waiting for the repository lock" in message
+    if each_borg >= (1, 4):
+        assert "exit code 73 (timed out waiting for the repository lock" in message
+    else:  # Borg 1.2 exits 2 for every error; its own line says it was the lock
+        assert "exit code 2 (error: " in message and "(timeout)" in message
     assert f"pid {holder.pid}" in message
 
 

@@ -8,9 +8,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from borgbox import BorgBox, initialized
 
 from phobos.tools import borg_repository
+
+# Borg integration: every test runs with the venv's Borg 1.4 and Debian's 1.2.
+pytestmark = pytest.mark.usefixtures("each_borg")
 
 CHECKS = """\
     [jobs.full]

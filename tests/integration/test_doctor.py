@@ -206,6 +206,8 @@ def test_without_borg_on_path_borg_is_an_error(box: DoctorBox, tmp_path: Path) -
     path = str(system)
     assert subprocess.run(["sh", "-c", "command -v borg"], env={"PATH": path},
                           capture_output=True).returncode != 0
+    assert subprocess.run(["sh", "-c", "command -v rsync"], env={"PATH": path},
+                          capture_output=True).returncode == 0
     env = {"PATH": path, "PYTHONPATH": f"{site}:{venv_site}", "HOME": str(tmp_path)}
     out = box.doctor("--json", "--no-network", python=str(bare / "python3"), env=env)
     assert out.returncode == 1, out.stderr

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from conftest import venv_path
 from phobos.unlock.initramfs_files import dropbear_fingerprint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +35,7 @@ Description: test stanza
 
 def phobos(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
-    env["PATH"] = f"{REPO / '.venv' / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
+    env["PATH"] = venv_path(env.get("PATH"))
     return subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "phobos", *args],
                           capture_output=True, text=True, timeout=60, env=env,
                           stdin=subprocess.DEVNULL)

@@ -7,7 +7,11 @@ import json
 import os
 from typing import Any
 
+import pytest
 from borgbox import initialized
+
+# Borg integration: every test runs with the venv's Borg 1.4 and Debian's 1.2.
+pytestmark = pytest.mark.usefixtures("each_borg")
 
 
 def _drill_config(box: Any) -> None:

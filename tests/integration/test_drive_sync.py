@@ -23,6 +23,9 @@ import pytest
 
 from conftest import Sandbox, phobos_env
 
+# Borg integration: every test runs with the venv's Borg 1.4 and Debian's 1.2.
+pytestmark = pytest.mark.usefixtures("each_borg")
+
 BORG = "borg"
 
 
