@@ -109,8 +109,9 @@ def borg_shims(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def each_borg(request: pytest.FixtureRequest, borg_shims: dict[str, Path],
               monkeypatch: pytest.MonkeyPatch) -> tuple[int, ...]:
     """Run the test with each Borg of BORGS first on PATH (for phobos, borgmatic and the
-    test's own Borg calls); the value is the Borg's version, e.g. ``(1, 2, 4)``. A Borg that is missing or of
-    another series fails the test: CI must not pass by running one Borg twice."""
+    test's own Borg calls); the value is the Borg's version, e.g. ``(1, 2, 4)``. A Borg
+    that is missing or of another series fails the test: CI must not pass by running one
+    Borg twice."""
     binary, series = BORGS[request.param]
     version = subprocess.run([str(binary), "--version"], capture_output=True, text=True,
                              check=False).stdout if binary.exists() else ""

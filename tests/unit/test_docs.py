@@ -35,9 +35,11 @@ def test_man_page_documents_every_command() -> None:
 
 
 def test_bash_completion_offers_the_commands() -> None:
-    from phobos.cli.completion import bash_script
+    """The quick check (tests/integration/test_completion.py types TAB in bash, zsh and
+    fish)."""
+    from phobos.cli.completion import script as completion_script
 
-    script = bash_script(build_parser())
+    script = completion_script("bash", build_parser())
     probe = ('source /dev/stdin; COMP_WORDS=(phobos dr); COMP_CWORD=1; _phobos; '
              'echo "${COMPREPLY[@]}"; COMP_WORDS=(phobos drive l); COMP_CWORD=2; _phobos; '
              'echo "${COMPREPLY[@]}"')

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from phobos.completion.tree import mark_names
 from phobos.errors import ExitCode, UsageError
 
 Handler = Callable[[argparse.Namespace], ExitCode]
@@ -25,6 +26,13 @@ def verb(parent: Any, name: str, help_text: str, handler: Handler) -> argparse.A
                                                      description=help_text)
     sub.set_defaults(handler=handler)
     return sub
+
+
+def config_names(action: argparse.Action, table: str) -> argparse.Action:
+    """Mark an argument (what ``add_argument`` returned) as taking the name of a
+    ``[TABLE.NAME]`` of the config (``jobs``, ``hosts``, ``drives``, ``repos``): shell
+    completion offers the config's names there."""
+    return mark_names(action, table)
 
 
 def json_flag(sub: argparse.ArgumentParser) -> None:

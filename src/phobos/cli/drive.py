@@ -10,7 +10,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from phobos.cli.common import json_flag, load_config, no_action, print_json, table, verb, when
+from phobos.cli.common import (
+    config_names,
+    json_flag,
+    load_config,
+    no_action,
+    print_json,
+    table,
+    verb,
+    when,
+)
 from phobos.core.console import say
 from phobos.errors import ExitCode, UsageError
 
@@ -55,18 +64,18 @@ def _add_drive_misc(actions: Any) -> None:
     sub.add_argument("-q", "--quiet", action="store_true", help="do not echo the job's log")
     sub = verb(actions, "release", "unmount and lock a drive after a run died "
                "(for systemd's ExecStopPost=)", cmd_drive_release)
-    sub.add_argument("name", nargs="?", help="drive name")
+    config_names(sub.add_argument("name", nargs="?", help="drive name"), "drives")
     sub.add_argument("--uuid", help="identify the drive by UUID instead")
     json_flag(verb(actions, "list", "rotation: last sync, age, attached, due next",
                cmd_drive_list))
     sub = verb(actions, "eject", "unmount, lock and power off a drive: safe to remove",
                cmd_drive_eject)
-    sub.add_argument("name", help="drive name")
+    config_names(sub.add_argument("name", help="drive name"), "drives")
     sub = verb(actions, "mount", "mount a drive read-only inside the namespace, to "
                "browse or restore", cmd_drive_mount)
-    sub.add_argument("name", help="drive name")
+    config_names(sub.add_argument("name", help="drive name"), "drives")
     sub = verb(actions, "sheet", "print the drive's recovery sheet", cmd_drive_sheet)
-    sub.add_argument("name", help="drive name")
+    config_names(sub.add_argument("name", help="drive name"), "drives")
     sub.add_argument("--borg-key", action="store_true",
                      help="include `borg key export --paper` of each repository copied")
 

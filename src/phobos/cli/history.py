@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from phobos.cli.common import (
+    config_names,
     json_flag,
     load_config,
     open_history,
@@ -20,7 +21,8 @@ from phobos.errors import ExitCode
 
 def register(verbs: Any) -> None:
     sub = verb(verbs, "history", "past runs, newest first", cmd_history)
-    sub.add_argument("job", nargs="?", help="only this job (restores: restore:REPO)")
+    config_names(sub.add_argument("job", nargs="?",
+                                  help="only this job (restores: restore:REPO)"), "jobs")
     sub.add_argument("--limit", type=positive_int, default=20, help="how many (default 20)")
     json_flag(sub)
 

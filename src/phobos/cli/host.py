@@ -9,7 +9,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from phobos.cli.common import decide_pin, json_flag, load_config, print_json, table, verb
+from phobos.cli.common import (
+    config_names,
+    decide_pin,
+    json_flag,
+    load_config,
+    print_json,
+    table,
+    verb,
+)
 from phobos.errors import ExitCode
 
 
@@ -52,14 +60,14 @@ def _add_test(actions: Any) -> None:
     sub = verb(actions, "test", "check that NAME is reachable, its host key matches, "
                "phobos's key logs in, every path is readable and the key cannot write",
                cmd_host_test)
-    sub.add_argument("name", help="host name from the config")
+    config_names(sub.add_argument("name", help="host name from the config"), "hosts")
     json_flag(sub)
 
 
 def _add_rekey(actions: Any) -> None:
     sub = verb(actions, "rekey", "accept NAME's new host key after showing the old "
                "and new fingerprints (never automatic)", cmd_host_rekey)
-    sub.add_argument("name", help="host name from the config")
+    config_names(sub.add_argument("name", help="host name from the config"), "hosts")
     _confirm_flags(sub)
     json_flag(sub)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from phobos.cli.common import (
+    config_names,
     json_errors,
     json_flag,
     load_config,
@@ -50,16 +51,18 @@ def register(verbs: Any) -> None:
     drill.add_argument("--sample", type=int, default=20, help="files to restore (default 20)")
     drill.add_argument("--max-bytes", type=int, default=256 * 1024 * 1024,
                        help="at most this many bytes restored (default 256 MiB)")
-    drill.add_argument("--archives-of", metavar="JOB",
-                       help="drill the latest archive of this archive job")
+    config_names(drill.add_argument("--archives-of", metavar="JOB",
+                                    help="drill the latest archive of this archive job"),
+                 "jobs")
     json_flag(drill)
 
 
 def _repo_action(actions: Any, name: str, help_text: str, handler: Any,
                  name_optional: bool = False) -> argparse.ArgumentParser:
     parser = verb(actions, name, help_text, handler)
-    parser.add_argument("name", nargs="?" if name_optional else None,
-                        help="repository name ([repos.NAME] in the config)")
+    config_names(parser.add_argument("name", nargs="?" if name_optional else None,
+                                     help="repository name ([repos.NAME] in the config)"),
+                 "repos")
     return parser
 
 

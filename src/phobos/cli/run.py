@@ -8,13 +8,20 @@ import contextlib
 import sys
 from typing import Any
 
-from phobos.cli.common import json_flag, load_config, open_history, print_json, verb
+from phobos.cli.common import (
+    config_names,
+    json_flag,
+    load_config,
+    open_history,
+    print_json,
+    verb,
+)
 from phobos.errors import ExitCode
 
 
 def register(verbs: Any) -> None:
     sub = verb(verbs, "run", "run one job now (every trigger ends here)", cmd_run)
-    sub.add_argument("job", help="job name from the config")
+    config_names(sub.add_argument("job", help="job name from the config"), "jobs")
     sub.add_argument("--trigger", default="manual",
                      choices=["manual", "timer", "device", "daemon"],
                      help="what started the run (recorded in history; default manual)")
