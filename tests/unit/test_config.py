@@ -193,7 +193,7 @@ def test_defaults_and_secret_masking(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["-c", str(config), "config", "show", "--json"]) == 0
     out = capsys.readouterr().out
     assert "hunter2" not in out
-    assert json.loads(out)["jobs"]["api"]["secret_env"] == "********"
+    assert json.loads(out)["jobs"]["api"]["secret_env"] == {"API_TOKEN": "********"}
     assert main(["-c", str(config), "config", "show"]) == 0
     assert "hunter2" not in capsys.readouterr().out
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -43,14 +42,18 @@ def cmd_config_check(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_config_show(args: argparse.Namespace) -> ExitCode:
-    from phobos.config.show import to_plain
+    from phobos.config.show import MASK, to_plain, toml_lines
 
     config = load_config(args)
     plain = to_plain(config)
     if args.json:
         print_json(plain)
-    else:
-        _print_toml_like(plain)
+        return ExitCode.OK
+    source = plain.pop("source")
+    print(f"# {source} as phobos reads it: every default filled in, unset keys left out.")
+    print(f"# Secrets are masked ({MASK}, marked below): the file loads, the secrets do not")
+    print("# work.")
+    print("\n".join(toml_lines(plain)).lstrip("\n"))
     return ExitCode.OK
 
 
@@ -59,13 +62,3 @@ def cmd_config_reference(args: argparse.Namespace) -> ExitCode:
 
     print(render(), end="")
     return ExitCode.OK
-
-
-def _print_toml_like(plain: dict[str, Any], prefix: str = "") -> None:
-    scalars = {k: v for k, v in plain.items() if not isinstance(v, dict)}
-    for key, value in scalars.items():
-        print(f"{key} = {json.dumps(value)}")
-    for key, value in plain.items():
-        if isinstance(value, dict):
-            print(f"\n[{prefix}{key}]")
-            _print_toml_like(value, f"{prefix}{key}.")
