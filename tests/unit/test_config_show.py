@@ -30,6 +30,7 @@ base_dir = "{root}/borg-base"
 [notify.led]
 driver = "file"
 path = "{root}/led"
+limit = {{ yellow = 10, blue = 10, green = 10, red = 50 }}
 
 [notify.email]
 to = ["admin@nas.example"]

@@ -6,6 +6,7 @@ and HidrawTransport runs against a fake sysfs tree with a regular file as its de
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import json
@@ -19,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from configs import config_from, problems_of
 
 from phobos.core.model import LedState, Trigger
 from phobos.notify.errors import LedUnavailable
@@ -26,6 +28,7 @@ from phobos.notify.led import tracker as tracker_module
 from phobos.notify.led.blinkstick import BlinkStickDriver, HidrawTransport, hidiocsfeature, scale
 from phobos.notify.led.drivers import FileDriver
 from phobos.notify.led.tracker import LedTracker
+from phobos.notify.setup import led_driver
 
 OFF, BLUE, YELLOW, GREEN, RED = (LedState.OFF, LedState.BLUE, LedState.YELLOW, LedState.GREEN,
                                  LedState.RED)
@@ -99,6 +102,56 @@ def test_scale_matches_blinkstick_cli(limit: int) -> None:
 def test_driver_rejects_out_of_range(index: int, limit: int) -> None:
     with pytest.raises(ValueError):
         BlinkStickDriver(index=index, limit=limit, transport=RecordingTransport())
+
+
+# The seed's habit: `blinkstick --limit 10` for working (yellow, blue) and green, 50 for red.
+SEED_LIMITS = "{ blue = 10, yellow = 10, green = 10, red = 50 }"
+
+
+def test_brightness_limit_per_colour_from_the_config() -> None:
+    config = config_from(f'[notify.led]\ndriver = "blinkstick"\nlimit = {SEED_LIMITS}\n')
+    driver = led_driver(config.notify.led)
+    assert isinstance(driver, BlinkStickDriver)
+    transport = RecordingTransport()
+    driver = dataclasses.replace(driver, transport=transport)
+    for state in (YELLOW, BLUE, GREEN, RED, OFF):
+        driver.set(state)
+    assert transport.reports == [bytes.fromhex(h) for h in (
+        "05 00 01 19 19 00", "05 00 01 00 00 19", "05 00 01 00 19 00", "05 00 01 7f 00 00",
+        "05 00 01 00 00 00")]
+    # A colour left out keeps the default; one number still dims every colour alike.
+    partial = config_from('[notify.led]\nlimit = { red = 100 }\n').notify.led
+    assert [partial.limit_of(c) for c in ("blue", "yellow", "green", "red")] == [50, 50, 50, 100]
+    assert config_from('[notify.led]\nlimit = 10\n').notify.led.limit_of("red") == 10
+
+
+@pytest.mark.parametrize(("limit", "problem"), [
+    ("{ rde = 50 }", "notify.led.limit: 'rde' is not one of 'blue', 'yellow', 'green', 'red' "
+                     "(did you mean 'red'?)"),
+    ("{ working = 10 }", "notify.led.limit: 'working' is not one of"),
+    ("{ red = 101 }", "notify.led.limit: red: 101 is not 0-100"),
+    ("{ red = true }", "notify.led.limit: red: expected a whole number 0-100"),
+    ("-1", "notify.led.limit: -1 is not 0-100, or a table per colour"),
+    ('"bright"', "notify.led.limit: expected a whole number 0-100, or a table per colour"),
+])
+def test_brightness_limit_problems(limit: str, problem: str) -> None:
+    assert any(p.startswith(problem) for p in problems_of(f"[notify.led]\nlimit = {limit}\n"))
+
+
+def test_command_driver_gets_each_colours_limit(tmp_path: Path) -> None:
+    record = tmp_path / "calls"
+    config = config_from(f"""
+        [notify.led]
+        driver = "command"
+        limit = {SEED_LIMITS}
+        command = ["sh", "-c", "echo $0 $1 >> {record}", "{{color}}", "--limit={{limit}}"]
+        """)
+    driver = led_driver(config.notify.led)
+    assert driver is not None
+    for state in (YELLOW, RED, GREEN):
+        driver.set(state)
+    assert record.read_text().splitlines() == ["yellow --limit=10", "red --limit=50",
+                                               "green --limit=10"]
 
 
 def test_hidiocsfeature_number() -> None:
@@ -500,6 +553,7 @@ WORKER = """
 import sys, time
 from pathlib import Path
 from phobos.notify.led.tracker import LedTracker
+from phobos.notify.setup import led_driver
 
 state_dir, worker, owner = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 while not (state_dir / "go").exists():  # start together, to collide as much as possible

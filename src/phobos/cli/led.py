@@ -36,7 +36,9 @@ def register(verbs: Any) -> None:
 
 
 def _driver_text(led: LedConfig) -> str:
-    details = {"blinkstick": f"index {led.index}, limit {led.limit}",
+    limit = led.limit if isinstance(led.limit, int) else ", ".join(
+        f"{colour} {value}" for colour, value in led.limit.items())
+    details = {"blinkstick": f"index {led.index}, limit {limit}",
                "file": str(led.path), "command": " ".join(led.command)}.get(led.driver)
     return led.driver + (f" ({details})" if details else "")
 

@@ -125,6 +125,29 @@ def one_of(value: str, choices: tuple[str, ...]) -> str | None:
     return f"{value!r} is not one of {', '.join(map(repr, choices))}{suggest(value, choices)}"
 
 
+#: The LED colours a brightness limit can be set for (LED states other than off).
+LED_COLOURS = ("blue", "yellow", "green", "red")
+
+
+def led_limit_problem(value: Any) -> str | None:
+    """``[notify.led] limit``: a percentage 0-100, or a table of them per colour."""
+    def percent_problem(item: Any) -> str | None:
+        if isinstance(item, bool) or not isinstance(item, int):
+            return "expected a whole number 0-100"
+        return None if 0 <= item <= 100 else f"{item} is not 0-100"
+
+    if not isinstance(value, Mapping):
+        problem = percent_problem(value)
+        return f"{problem}, or a table per colour, e.g. {{ red = 50, green = 10 }}" \
+            if problem else None
+    for colour, item in value.items():
+        if colour not in LED_COLOURS:
+            return one_of(colour, LED_COLOURS)
+        if problem := percent_problem(item):
+            return f"{colour}: {problem}"
+    return None
+
+
 def events_problem(values: tuple[str, ...]) -> str | None:
     return next((one_of(v, NOTIFY_EVENTS) for v in values if v not in NOTIFY_EVENTS), None)
 

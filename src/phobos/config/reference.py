@@ -33,7 +33,8 @@ def _type_name(hint: Any) -> str:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in args if a is not type(None)) + " (optional)"
+        optional = " (optional)" if type(None) in args else ""
+        return " or ".join(_type_name(a) for a in args if a is not type(None)) + optional
     if origin in (list, tuple):
         return f"list of {_type_name(args[0])}"
     if origin is not None and args and len(args) == 2:

@@ -14,6 +14,7 @@ from phobos.config.checks import (
     events_problem,
     http_url_problem,
     http_urls_problem,
+    led_limit_problem,
     listen_problem,
     one_of,
     positive,
@@ -21,6 +22,8 @@ from phobos.config.checks import (
     uuid_problem,
 )
 from phobos.config.schema import Duration, setting
+
+DEFAULT_LED_LIMIT = 50
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,12 +108,27 @@ class LedConfig:
     driver: str = setting("none", doc="`blinkstick`, `command`, `file` or `none`.",
                           check=lambda v: one_of(v, ("none", "blinkstick", "command", "file")))
     index: int = setting(1, doc="BlinkStick LED index (the Nano's second LED is 1).")
-    limit: int = setting(50, doc="Brightness limit 0-100, as the blinkstick CLI's --limit.")
+    limit: int | Mapping[str, int] = setting(
+        DEFAULT_LED_LIMIT, check=led_limit_problem,
+        doc="Brightness limit 0-100, as the blinkstick CLI's --limit; or one per colour, "
+        "e.g. `{ blue = 10, yellow = 10, green = 10, red = 50 }` (the seed's dim working "
+        f"and green, brighter red); a colour left out gets {DEFAULT_LED_LIMIT}.")
     path: Path | None = setting(None, doc="State file for the `file` driver.")
     command: tuple[str, ...] = setting(factory=tuple,
                                        doc="argv for the `command` driver; `{color}` is replaced "
-                                       "by off, blue, yellow, green or red, `{hex}` by RRGGBB.")
+                                       "by off, blue, yellow, green or red, `{hex}` by RRGGBB, "
+                                       "`{limit}` by the colour's `limit`.")
     clear_on_success: bool = setting(False, doc="A later success of the failed job clears red.")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.limit, Mapping):  # the TOML table, frozen like the rest
+            object.__setattr__(self, "limit", MappingProxyType(dict(self.limit)))
+
+    def limit_of(self, colour: str) -> int:
+        """The brightness limit (0-100) for one colour (``red``, ``green`` …)."""
+        if isinstance(self.limit, Mapping):
+            return self.limit.get(colour, DEFAULT_LED_LIMIT)
+        return self.limit
 
 
 def _empty_urls() -> Mapping[str, str]:

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from phobos.config.model import Config
 from phobos.config.tables import LedConfig
+from phobos.core.model import LedState
 from phobos.errors import ConfigError, PhobosError
 from phobos.notify.base import EventKind, Notifier, RunEvent
 from phobos.notify.channel import Channel, MessageNotifier, SentLedger
@@ -64,8 +65,10 @@ def led_driver(led: LedConfig) -> LedDriver | None:
     """The driver the config names; None for ``none`` (state is still tracked)."""
     if led.driver == "none":
         return None
+    limits: dict[LedState, int] = {state: led.limit_of(str(state)) for state in LedState
+                                   if state != LedState.OFF}
     if led.driver == "blinkstick":
-        return BlinkStickDriver(index=led.index, limit=led.limit)
+        return BlinkStickDriver(index=led.index, limits=limits)
     if led.driver == "file":
         if led.path is None:
             raise ConfigError("notify.led: the file driver needs `path`")
@@ -75,7 +78,7 @@ def led_driver(led: LedConfig) -> LedDriver | None:
             raise ConfigError("notify.led: the command driver needs `command`",
                               hint='e.g. command = ["blinkstick", "--index", "1", "--limit", '
                               '"50", "--set-color", "{color}"]')
-        return CommandDriver(led.command)
+        return CommandDriver(led.command, limits=limits)
     raise ConfigError(f"notify.led.driver: {led.driver!r} is not available",
                       hint="use blinkstick, command, file or none")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
@@ -149,23 +150,27 @@ def _open_node(node: Path) -> int:
 
 @dataclass(frozen=True, slots=True)
 class BlinkStickDriver:
-    """Shows states on LED ``index`` of a BlinkStick, each colour dimmed to ``limit`` percent.
+    """Shows states on LED ``index`` of a BlinkStick, each colour dimmed to ``limit`` percent,
+    or to its own limit in ``limits`` (the seed: dim yellow and green, brighter red).
 
-    ``index`` 0-255 (a Nano's second LED is 1), ``limit`` 0-100; ValueError otherwise (config
+    ``index`` 0-255 (a Nano's second LED is 1), limits 0-100; ValueError otherwise (config
     validation reports them to the user first).
     """
 
     index: int = 1
     limit: int = 50
     transport: LedTransport = field(default_factory=HidrawTransport)
+    limits: Mapping[LedState, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0 <= self.index <= 255:
             raise ValueError(f"BlinkStick LED index must be 0-255, not {self.index}")
-        if not 0 <= self.limit <= 100:
-            raise ValueError(f"BlinkStick brightness limit must be 0-100, not {self.limit}")
+        for limit in (self.limit, *self.limits.values()):
+            if not 0 <= limit <= 100:
+                raise ValueError(f"BlinkStick brightness limit must be 0-100, not {limit}")
 
     def set(self, state: LedState) -> None:
         """Send the report for ``state``; LedUnavailable from the transport on failure."""
+        limit = self.limits.get(state, self.limit)
         self.transport.send_feature_report(
-            blinkstick_report(state, index=self.index, limit=self.limit))
+            blinkstick_report(state, index=self.index, limit=limit))

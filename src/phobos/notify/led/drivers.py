@@ -7,7 +7,8 @@ the user's program, e.g. the ``blinkstick`` CLI). The BlinkStick's own HID proto
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -53,11 +54,13 @@ class FileDriver:
                                  ) from exc
 
 
-def expand(template: tuple[str, ...], state: LedState) -> list[str]:
+def expand(template: tuple[str, ...], state: LedState, limit: int = 100) -> list[str]:
     """``template`` with ``{color}`` replaced by the state's name (off, blue, yellow, green,
-    red) and ``{hex}`` by its full-brightness ``RRGGBB``."""
+    red), ``{hex}`` by its full-brightness ``RRGGBB`` and ``{limit}`` by its brightness
+    limit (for ``blinkstick --limit {limit}``)."""
     red, green, blue = COLOURS[state]
-    values = {"{color}": str(state), "{hex}": f"{red:02x}{green:02x}{blue:02x}"}
+    values = {"{color}": str(state), "{hex}": f"{red:02x}{green:02x}{blue:02x}",
+              "{limit}": str(limit)}
     out = []
     for arg in template:
         for key, value in values.items():
@@ -73,13 +76,14 @@ class CommandDriver:
 
     argv: tuple[str, ...]
     timeout: float = COMMAND_TIMEOUT
+    limits: Mapping[LedState, int] = field(default_factory=dict)  # {limit}; default 100
 
     def __post_init__(self) -> None:
         if not self.argv:
             raise ValueError("the LED command driver needs a command")
 
     def set(self, state: LedState) -> None:
-        argv = expand(self.argv, state)
+        argv = expand(self.argv, state, self.limits.get(state, 100))
         try:
             result = proc.run(argv, timeout=self.timeout, check=False)
         except Interrupted:
