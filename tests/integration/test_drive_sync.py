@@ -467,6 +467,39 @@ def test_rotation_across_several_syncs(rig: Rig) -> None:
     assert not any(d["overdue"] for d in json.loads(overdue.stdout)["drives"])
 
 
+def test_plugging_one_drive_in_syncs_that_drive_only(rig: Rig) -> None:
+    """Both drives of the pair are in (the twin was left plugged in): the one that
+    appeared is synced, the other is not touched. `run --drive` does the same by hand."""
+    make_repo(rig.repo, rig.borg_base, rig.root / "data", 1)
+    img_a, img_b = rig.loops.image("a"), rig.loops.image("b")
+    rig.configure({"ext-a": uuid_of(img_a), "ext-b": uuid_of(img_b)})
+    rig.loops.attach(img_a)
+    rig.loops.attach(img_b)
+    before_b = hashlib.sha256(img_b.read_bytes()).hexdigest()
+
+    out = rig.sandbox.phobos("drive", "attached", "--uuid", uuid_of(img_a))
+
+    assert out.returncode == 0, out.stderr
+    run = rig.history()[0]
+    assert list(run["stats"]["drives"]) == ["ext-a"]  # type: ignore[index]
+    assert "drive ext-b" not in rig.sandbox.phobos("log", str(run["id"])).stdout
+    assert hashlib.sha256(img_b.read_bytes()).hexdigest() == before_b
+    listed = rig.drive_list()
+    assert listed["ext-a"]["last_sync"] is not None and listed["ext-b"]["last_sync"] is None
+
+    by_hand = rig.sandbox.phobos("run", "offsite", "--drive", "ext-b", "--json")
+    assert by_hand.returncode == 0, by_hand.stderr
+    run = rig.history()[0]
+    assert list(run["stats"]["drives"]) == ["ext-b"]  # type: ignore[index]
+    assert run["trigger"] == "manual"
+    for argv, message in ((("offsite", "--drive", "ext-c"), "drive ext-c is not one of job "
+                           "offsite's drives (ext-a, ext-b)"),
+                          (("writer", "--drive", "ext-a"), "job writer is a command job")):
+        wrong = rig.sandbox.phobos("run", *argv)
+        assert wrong.returncode == 2 and message in wrong.stderr, wrong.stderr
+    assert len(rig.history()) == 2  # nothing was run or recorded for them
+
+
 def test_overdue_after_max_age(rig: Rig) -> None:
     from phobos.config.load import load
     from phobos.drives.rotation import overdue_drives

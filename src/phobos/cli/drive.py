@@ -58,7 +58,7 @@ def _add_drive_init(actions: Any) -> None:
 
 def _add_drive_misc(actions: Any) -> None:
     sub = verb(actions, "attached", "a drive appeared (udev/systemd/daemon entry point): "
-               "run the drive-sync jobs that use it; unknown drives are ignored",
+               "the drive-sync jobs that use it sync this drive; unknown drives are ignored",
                cmd_drive_attached)
     sub.add_argument("--uuid", required=True, help="the LUKS header UUID of the device")
     sub.add_argument("-q", "--quiet", action="store_true", help="do not echo the job's log")
@@ -166,7 +166,8 @@ def cmd_drive_attached(args: argparse.Namespace) -> ExitCode:
         return ExitCode.OK
     worst = ExitCode.OK
     for job in jobs:
-        report = run_job(config, job, Trigger.DEVICE, echo=None if args.quiet else say)
+        report = run_job(config, job, Trigger.DEVICE, echo=None if args.quiet else say,
+                         only_drive=drive.name)
         tail = f": {report.message}" if report.message else ""
         print(f"{job}: {report.outcome} in {format_duration(report.duration)} "
               f"(run {report.run_id}){tail}")

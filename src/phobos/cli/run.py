@@ -25,6 +25,10 @@ def register(verbs: Any) -> None:
     sub.add_argument("--trigger", default="manual",
                      choices=["manual", "timer", "device", "daemon"],
                      help="what started the run (recorded in history; default manual)")
+    config_names(sub.add_argument("--drive", metavar="NAME",
+                                  help="a drive-sync job: sync this drive only (as plugging "
+                                  "it in does; default: every drive of the job present)"),
+                 "drives")
     sub.add_argument("-q", "--quiet", action="store_true", help="do not echo the job's log")
     sub.add_argument("--no-progress", action="store_true",
                      help="run the programs without their progress output and draw no "
@@ -53,11 +57,16 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
     from phobos.core.runner import run_job
 
     config = load_config(args)
+    if args.drive is not None:
+        from phobos.jobs.drive_sync import require_member
+
+        require_member(config.job(args.job), args.job, args.drive)
     bars = _bars(config, args)
     echo = None if args.quiet else bars.echo if bars is not None else say
     with bars if bars is not None else contextlib.nullcontext():
         report = run_job(config, args.job, Trigger(args.trigger), echo=echo,
-                         tool_progress=not args.no_progress, listener=bars)
+                         tool_progress=not args.no_progress, listener=bars,
+                         only_drive=args.drive)
     if args.json:
         print_json({"run_id": report.run_id, "job": report.job,
                     "outcome": str(report.outcome), "exit_code": int(report.exit_code),

@@ -58,7 +58,8 @@ class RunContext:
     def __init__(self, *, config: Config, name: str, job: JobBase, run_id: int,
                  trigger: Trigger, history: History, echo: Echo | None,
                  deadline: float | None, tool_progress: bool = True,
-                 listener: ProgressListener | None = None) -> None:
+                 listener: ProgressListener | None = None,
+                 only_drive: str | None = None) -> None:
         self.config = config
         self.name = name
         self.job = job
@@ -67,6 +68,7 @@ class RunContext:
         self.history = history
         self.stats: dict[str, Any] = {}
         self.drive: str | None = None  # set by drive jobs: the drive now safe to remove
+        self.only_drive = only_drive  # a drive job syncs just this one (the one plugged in)
         self.warnings: list[str] = []
         self._echo = echo
         self.tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
@@ -153,10 +155,12 @@ class RunContext:
 
 def run_job(config: Config, name: str, trigger: Trigger, echo: Echo | None = None, *,
             tool_progress: bool = True,
-            listener: ProgressListener | None = None) -> RunReport:
+            listener: ProgressListener | None = None,
+            only_drive: str | None = None) -> RunReport:
     """Run job ``name`` once and record it. Never raises for the job's own failure:
     the report says what happened (only a bad job name raises, before recording).
-    ``tool_progress`` and ``listener``: see :class:`RunContext`."""
+    ``tool_progress`` and ``listener``: see :class:`RunContext`. ``only_drive``: a
+    drive-sync job syncs that drive only (the one just plugged in)."""
     from phobos.jobs import kind_module
 
     job = config.job(name)
@@ -171,7 +175,8 @@ def run_job(config: Config, name: str, trigger: Trigger, echo: Echo | None = Non
             deadline = None if job.timeout is None else time.monotonic() + job.timeout
             ctx = RunContext(config=config, name=name, job=job, run_id=run_id,
                              trigger=trigger, history=history, echo=echo, deadline=deadline,
-                             tool_progress=tool_progress, listener=listener)
+                             tool_progress=tool_progress, listener=listener,
+                             only_drive=only_drive)
             started = time.monotonic()
             outcome, code, message, notifiers = _start_and_execute(ctx, module.execute)
             duration = time.monotonic() - started

@@ -39,7 +39,7 @@ from phobos.drives.contents import HOLDING_DIR, repo_target
 from phobos.drives.devices import locate
 from phobos.drives.identity import Drive, get
 from phobos.drives.state import record_sync
-from phobos.errors import Absent, PhobosError, StepFailed
+from phobos.errors import Absent, PhobosError, StepFailed, UsageError
 from phobos.tools import borg as borgtool
 from phobos.tools import borg_repository, rsync
 from phobos.tools import mount as mnt
@@ -190,13 +190,29 @@ def verify(copy: Copy, listing: dict[str, Entry]) -> None:
 # --- execution --------------------------------------------------------------------------------
 
 
+def require_member(job: JobBase, name: str, drive: str) -> None:
+    """UsageError unless ``job`` is a drive-sync job that rotates ``drive``."""
+    if not isinstance(job, DriveSyncJob):
+        raise UsageError(f"job {name} is a {job.kind} job: only drive-sync jobs sync a drive",
+                         "leave out --drive")
+    if drive not in job.drives:
+        raise UsageError(f"drive {drive} is not one of job {name}'s drives "
+                         f"({', '.join(job.drives)})", "see `phobos drive list`")
+
+
 def execute(ctx: RunContext) -> None:
+    """Sync every drive of the job that is present, or only ``ctx.only_drive`` (the one
+    plugged in: its twin, if it happens to be in too, waits for its own turn)."""
     job = ctx.job
     assert isinstance(job, DriveSyncJob)
     namespace.require_inside(ctx.config)
-    present = [(drive, device) for drive in (get(ctx.config, n) for n in job.drives)
+    names = job.drives if ctx.only_drive is None else (ctx.only_drive,)
+    present = [(drive, device) for drive in (get(ctx.config, n) for n in names)
                if (device := locate(drive.uuid)) is not None]
     if not present:
+        if ctx.only_drive is not None:
+            raise Absent(f"drive {ctx.only_drive} is not plugged in (any more)",
+                         "plug it in again, or see `phobos drive list`")
         raise Absent(f"none of this job's drives ({', '.join(job.drives)}) is plugged in",
                      "plug one in (that starts the job), or see `phobos drive list`")
     _require_repo(ctx.config.repos[job.repo], job.repo)
