@@ -112,13 +112,35 @@ def test_timer_failure_mail_and_uninstall(tmp_path: Path,
         assert leftovers == []
 
 
+def _triggers(ct: Container) -> list[str]:
+    """The triggers of job tick's runs, oldest first (all finished)."""
+    _wait("job tick's runs to finish", lambda: _show(
+        ct, "phobos-job-tick.service", "ActiveState")["ActiveState"] == "inactive")
+    runs = json.loads(_phobos(ct, "history", "tick", "--json", "--limit", "100").stdout)["runs"]
+    assert {r["outcome"] for r in runs} == {"success"}, runs
+    return [r["trigger"] for r in reversed(runs)]
+
+
 def _timer_fires(ct: Container) -> None:
+    """The timer runs job tick (recorded as timer); `systemctl start` of its unit is
+    recorded as manual, also right after timer starts (systemd 252's $TRIGGER_UNIT would
+    still name the timer then), and the timer's next starts as timer again."""
     marks = ct.path(f"{MARKS}/tick")
     _wait("the timer to run job tick twice",
           lambda: marks.exists() and len(marks.read_text().split()) >= 2)
-    runs = json.loads(_phobos(ct, "history", "tick", "--json").stdout)["runs"]
-    assert runs and {r["trigger"] for r in runs} == {"timer"}
-    assert {r["outcome"] for r in runs} <= {"success", "running"}
+    ct.run(["systemctl", "stop", "phobos-job-tick.timer"])
+    timed = _triggers(ct)
+    assert timed and set(timed) == {"timer"}
+    for _ in range(2):
+        ct.run(["systemctl", "start", "phobos-job-tick.service"])  # returns when it is done
+    assert _triggers(ct) == [*timed, "manual", "manual"], ct.journal("phobos-job-tick.service")
+    ct.run(["systemctl", "start", "phobos-job-tick.timer"])
+    _wait("the timer to run job tick again", lambda: len(marks.read_text().split())
+          > len(timed) + 2)
+    ct.run(["systemctl", "stop", "phobos-job-tick.timer"])
+    ct.run(["systemctl", "start", "phobos-job-tick.service"])
+    after = _triggers(ct)[len(timed) + 2:]
+    assert after[-1] == "manual" and set(after[:-1]) == {"timer"}, after
 
 
 def _failure_is_reported(ct: Container, handler: Inbox) -> None:

@@ -13,8 +13,10 @@ import pytest
 
 from phobos.config.load import parse
 from phobos.config.model import Config
+from phobos.core.model import Trigger
 from phobos.errors import ConfigError
 from phobos.oncalendar.errors import CalendarError
+from phobos.systemd.activation import parse_timespan, take_note, trigger_from_show, write_note
 from phobos.systemd.errors import SystemdError
 from phobos.systemd.names import (
     NAME_MAX,
@@ -79,7 +81,7 @@ def test_every_job_gets_a_service_and_scheduled_ones_a_timer() -> None:
     assert _lines(timer, "Persistent") == ["true"]
     assert _lines(timer, "RandomizedDelaySec") == ["10min"]
     assert _lines(timer, "WantedBy") == ["timers.target"]
-    assert "run nightly --trigger timer" in files["phobos-job-nightly.service"]
+    assert "run nightly --trigger unit" in files["phobos-job-nightly.service"]
 
 
 def test_failure_template_passes_the_unit_name_unescaped() -> None:
@@ -236,7 +238,7 @@ def test_hidden_storage_jobs_mount_it_in_their_own_sandbox(job: str) -> None:
     assert _lines(unit, "ProtectSystem") == ["strict"]
     assert _lines(unit, "PrivateMounts") == ["yes"]
     assert _lines(unit, "RestrictNamespaces") == ["yes"]
-    assert "ExecStartPre" not in unit
+    assert not [line for line in _lines(unit, "ExecStartPre") if "ns create" in line]
     assert "CAP_SYS_ADMIN" in _lines(unit, "CapabilityBoundingSet")[0]
     assert "CAP_SYS_CHROOT" not in _lines(unit, "CapabilityBoundingSet")[0]
     assert _lines(unit, "SystemCallFilter")[0] == "@system-service @mount"
@@ -297,3 +299,67 @@ def test_sandbox_for_an_unknown_job_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"systemd\.sandbox\.sync-nuch: no job named "
                        r"'sync-nuch' \(did you mean 'sync-nuhc'\?\)"):
         _config(text)
+
+
+# Who started a job's unit: what `systemctl show` says of its service and timer, as
+# systemd 252 printed it in the booted-container test, run by run.
+def _shown(previous_end: int, last_trigger: str) -> str:
+    return (f"InactiveEnterTimestampMonotonic={previous_end}\n\n"
+            f"InactiveEnterTimestampMonotonic=8830000000\n"
+            f"LastTriggerUSecMonotonic={last_trigger}\n")
+
+
+@pytest.mark.parametrize(("previous_end", "last_trigger", "trigger"), [
+    (0, "2h 27min 14.282922s", Trigger.TIMER),  # the first run since boot, by the timer
+    (8835339287, "2h 27min 19.282998s", Trigger.TIMER),  # the next elapse
+    (8840320506, "2h 27min 19.282998s", Trigger.MANUAL),  # systemctl start after it
+    (8843767630, "2h 27min 19.282998s", Trigger.MANUAL),  # and again
+    (8844807023, "2h 27min 24.818666s", Trigger.TIMER),  # timer restarted: elapsed at once
+    (8844818666, "2h 27min 24.818666s", Trigger.TIMER),  # elapsed as the last run ended
+    (0, "0", Trigger.MANUAL),  # the timer never elapsed since boot (or was unloaded)
+    (8858265421, "0", Trigger.MANUAL),
+])
+def test_trigger_from_systemctl_show(previous_end: int, last_trigger: str,
+                                     trigger: Trigger) -> None:
+    assert trigger_from_show(_shown(previous_end, last_trigger)) is trigger
+
+
+@pytest.mark.parametrize(("text", "micros"), [
+    ("0", 0), ("2h 27min 14.282922s", 8834282922), ("1month 2w 3d", 2629800000000
+     + 2 * 604800000000 + 3 * 86400000000), ("1y 5min 500ms", 31557600000000 + 300500000),
+    ("7us", 7), ("3.5s", 3500000)])
+def test_parse_timespan(text: str, micros: int) -> None:
+    assert parse_timespan(text) == micros
+
+
+@pytest.mark.parametrize("text", ["soon", "5 min", "1h later", "h", "1x"])
+def test_parse_timespan_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_timespan(text)
+
+
+def test_trigger_from_show_refuses_what_it_cannot_read() -> None:
+    for text in ("", "InactiveEnterTimestampMonotonic=1\n",
+                 "A=1\n\nB=2\n", "InactiveEnterTimestampMonotonic=1\n\n"
+                 "LastTriggerUSecMonotonic=whenever\n"):
+        with pytest.raises(ValueError):
+            trigger_from_show(text)
+
+
+def test_trigger_note_is_for_one_activation(tmp_path: Path) -> None:
+    write_note(tmp_path, "nightly", "abc", Trigger.TIMER)
+    assert take_note(tmp_path, "nightly", "other") is Trigger.MANUAL  # another activation's
+    assert take_note(tmp_path, "nightly", "abc") is Trigger.MANUAL  # taken: gone
+    write_note(tmp_path, "nightly", "abc", Trigger.TIMER)
+    assert take_note(tmp_path, "nightly", "abc") is Trigger.TIMER
+    assert take_note(tmp_path, "nightly", None) is Trigger.MANUAL
+    (tmp_path / "unit-triggers" / "nightly.json").write_text("{not json")
+    assert take_note(tmp_path, "nightly", "abc") is Trigger.MANUAL
+
+
+def test_scheduled_units_ask_what_started_them() -> None:
+    files = render(_config(NAS), TARGET)
+    assert _lines(files["phobos-job-nightly.service"], "ExecStartPre") == [
+        "-+/usr/bin/phobos -c /etc/phobos/phobos.toml systemd trigger nightly"]
+    assert not [line for line in _lines(files["phobos-job-offsite.service"], "ExecStartPre")
+                if "systemd trigger" in line]  # no timer: every start is by hand

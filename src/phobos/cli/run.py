@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from typing import Any
 
@@ -23,8 +24,10 @@ def register(verbs: Any) -> None:
     sub = verb(verbs, "run", "run one job now (every trigger ends here)", cmd_run)
     config_names(sub.add_argument("job", help="job name from the config"), "jobs")
     sub.add_argument("--trigger", default="manual",
-                     choices=["manual", "timer", "device", "daemon"],
-                     help="what started the run (recorded in history; default manual)")
+                     choices=["manual", "timer", "device", "daemon", "unit"],
+                     help="what started the run (recorded in history; default manual); "
+                     "unit: the job's systemd unit, recorded as timer when its timer "
+                     "started it and as manual for `systemctl start`")
     config_names(sub.add_argument("--drive", metavar="NAME",
                                   help="a drive-sync job: sync this drive only (as plugging "
                                   "it in does; default: every drive of the job present)"),
@@ -61,10 +64,12 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
         from phobos.jobs.drive_sync import require_member
 
         require_member(config.job(args.job), args.job, args.drive)
+    trigger = _unit_trigger(config, args.job) if args.trigger == "unit" \
+        else Trigger(args.trigger)
     bars = _bars(config, args)
     echo = None if args.quiet else bars.echo if bars is not None else say
     with bars if bars is not None else contextlib.nullcontext():
-        report = run_job(config, args.job, Trigger(args.trigger), echo=echo,
+        report = run_job(config, args.job, trigger, echo=echo,
                          tool_progress=not args.no_progress, listener=bars,
                          only_drive=args.drive)
     if args.json:
@@ -76,3 +81,12 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
         print(f"{report.job}: {report.outcome} in {format_duration(report.duration)} "
               f"(run {report.run_id}){tail}")
     return report.exit_code
+
+
+def _unit_trigger(config: Any, job: str) -> Any:
+    """timer or manual: the note `phobos systemd trigger` left for this activation of the
+    job's unit (see phobos.systemd.activation)."""
+    from phobos.systemd.activation import INVOCATION_ENV, take_note
+
+    config.job(job)  # an unknown job is a usage error before anything is read
+    return take_note(config.paths.run, job, os.environ.get(INVOCATION_ENV))

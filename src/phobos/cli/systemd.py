@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from phobos.cli.common import (
+    config_names,
     json_flag,
     load_config,
     print_json,
@@ -19,7 +20,7 @@ from phobos.cli.common import (
     writable_dir,
     write_output,
 )
-from phobos.errors import ExitCode, UsageError
+from phobos.errors import ExitCode, PhobosError, UsageError
 
 
 def register(verbs: Any) -> None:
@@ -37,6 +38,10 @@ def register(verbs: Any) -> None:
                      "phobos installed", cmd_systemd_uninstall)
     listing = verb(actions, "list", "the installed units and whether they are up to "
                    "date", cmd_systemd_list)
+    trigger = verb(actions, "trigger", "for a job unit's ExecStartPre=: note whether its "
+                   "timer or `systemctl start` began this run (`run --trigger unit` reads it)",
+                   cmd_systemd_trigger)
+    config_names(trigger.add_argument("job", help="job name from the config"), "jobs")
     for sub_action in (install, uninstall, listing):
         sub_action.add_argument("--root", type=Path, default=Path("/"),
                                 help="operate on another root file system (an image); "
@@ -143,4 +148,30 @@ def cmd_systemd_list(args: argparse.Namespace) -> ExitCode:
         print("no units installed by phobos (`phobos systemd install` installs them)")
         return ExitCode.OK
     print(table(["UNIT", "STATE", "PATH"], [[r.unit or "-", r.state, r.path] for r in rows]))
+    return ExitCode.OK
+
+
+def cmd_systemd_trigger(args: argparse.Namespace) -> ExitCode:
+    from phobos.core import proc
+    from phobos.systemd.activation import (
+        INVOCATION_ENV,
+        show_argv,
+        trigger_from_show,
+        write_note,
+    )
+
+    config = load_config(args)
+    config.job(args.job)
+    invocation = os.environ.get(INVOCATION_ENV)
+    if not invocation:
+        raise UsageError(f"${INVOCATION_ENV} is not set: `phobos systemd trigger` belongs in "
+                         "a job unit's ExecStartPre=", "to run a job by hand: phobos run JOB")
+    shown = proc.run(show_argv(args.job), capture=True, timeout=30)
+    try:
+        trigger = trigger_from_show(shown.stdout)
+    except ValueError as exc:
+        raise PhobosError(f"cannot tell what started {args.job}'s unit: {exc}",
+                          "the run is recorded as manual") from None
+    write_note(config.paths.run, args.job, invocation, trigger)
+    print(f"{args.job}: started by {'its timer' if trigger == 'timer' else 'hand'}")
     return ExitCode.OK

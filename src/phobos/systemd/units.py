@@ -151,8 +151,11 @@ def render_job_service(config: Config, target: Target, name: str) -> str:
     storage = sorted(resource_paths(config, job)[1])
     if storage and config.storage.device is None:
         unit.append("RequiresMountsFor=" + _paths(map(str, storage), "storage paths"))
-    trigger = "timer" if job.schedule else "manual"
-    service = [*_service_common(), *_namespace_lines(target, sandbox),
+    # With a timer, ask systemd (outside the sandbox; a failure ignored) whether the timer
+    # or a person started the unit: see phobos.systemd.activation.
+    trigger = "unit" if job.schedule else "manual"
+    ask = [f"ExecStartPre=-+{_exec(target, 'systemd', 'trigger', name)}"] if job.schedule else []
+    service = [*_service_common(), *_namespace_lines(target, sandbox), *ask,
                *_private_storage_lines(sandbox),
                f"ExecStart={_exec(target, 'run', name, '--trigger', trigger)}",
                _syslog(f"phobos-{name}"),
