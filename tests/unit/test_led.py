@@ -104,12 +104,13 @@ def test_driver_rejects_out_of_range(index: int, limit: int) -> None:
         BlinkStickDriver(index=index, limit=limit, transport=RecordingTransport())
 
 
-# The seed's habit: `blinkstick --limit 10` for working (yellow, blue) and green, 50 for red.
-SEED_LIMITS = "{ blue = 10, yellow = 10, green = 10, red = 50 }"
+# The original setup's habit: `blinkstick --limit 10` while working (yellow, blue) and
+# for green, 50 for red.
+ORIGINAL_LIMITS = "{ blue = 10, yellow = 10, green = 10, red = 50 }"
 
 
 def test_brightness_limit_per_colour_from_the_config() -> None:
-    config = config_from(f'[notify.led]\ndriver = "blinkstick"\nlimit = {SEED_LIMITS}\n')
+    config = config_from(f'[notify.led]\ndriver = "blinkstick"\nlimit = {ORIGINAL_LIMITS}\n')
     driver = led_driver(config.notify.led)
     assert isinstance(driver, BlinkStickDriver)
     transport = RecordingTransport()
@@ -143,7 +144,7 @@ def test_command_driver_gets_each_colours_limit(tmp_path: Path) -> None:
     config = config_from(f"""
         [notify.led]
         driver = "command"
-        limit = {SEED_LIMITS}
+        limit = {ORIGINAL_LIMITS}
         command = ["sh", "-c", "echo $0 $1 >> {record}", "{{color}}", "--limit={{limit}}"]
         """)
     driver = led_driver(config.notify.led)

@@ -111,8 +111,9 @@ class LedConfig:
     limit: int | Mapping[str, int] = setting(
         DEFAULT_LED_LIMIT, check=led_limit_problem,
         doc="Brightness limit 0-100, as the blinkstick CLI's --limit; or one per colour, "
-        "e.g. `{ blue = 10, yellow = 10, green = 10, red = 50 }` (the seed's dim working "
-        f"and green, brighter red); a colour left out gets {DEFAULT_LED_LIMIT}.")
+        "e.g. `{ blue = 10, yellow = 10, green = 10, red = 50 }` (the original setup's: "
+        f"dim while working and green, brighter red); a colour left out gets "
+        f"{DEFAULT_LED_LIMIT}.")
     path: Path | None = setting(None, doc="State file for the `file` driver.")
     command: tuple[str, ...] = setting(factory=tuple,
                                        doc="argv for the `command` driver; `{color}` is replaced "

@@ -151,7 +151,8 @@ def _open_node(node: Path) -> int:
 @dataclass(frozen=True, slots=True)
 class BlinkStickDriver:
     """Shows states on LED ``index`` of a BlinkStick, each colour dimmed to ``limit`` percent,
-    or to its own limit in ``limits`` (the seed: dim yellow and green, brighter red).
+    or to its own limit in ``limits`` (the original setup: dim yellow and green, brighter
+    red).
 
     ``index`` 0-255 (a Nano's second LED is 1), limits 0-100; ValueError otherwise (config
     validation reports them to the user first).
