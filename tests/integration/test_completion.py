@@ -16,6 +16,7 @@ import pytest
 import shells
 
 from conftest import Sandbox, phobos_env
+from phobos.cli.parser import build_parser
 
 CONFIG = """\
 [repos.main]
@@ -53,9 +54,7 @@ repo = "main"
 drives = ["ext-a", "ext-b"]
 """
 
-VERBS = ["calendar", "completion", "config", "daemon", "demo", "doctor", "drive", "history",
-         "host", "led", "locks", "log", "notify", "ns", "overdue", "repo", "run", "schedule",
-         "status", "systemd", "unlock", "web"]
+VERBS = sorted(next(a for a in build_parser()._actions if a.dest == "verb").choices or ())
 JOBS = ["backup-luv", "nightly", "offsite"]
 
 
@@ -68,7 +67,7 @@ def cases(config: Path, broken: Path, files: Path) -> list[tuple[str, list[str]]
         ("phobos dr", ["drive"]),
         ("phobos drive ", ["attached", "eject", "init", "list", "mount", "release", "sheet"]),
         ("phobos run --tr", ["--trigger"]),
-        ("phobos run --trigger ", ["daemon", "device", "manual", "timer"]),
+        ("phobos run --trigger ", ["daemon", "device", "manual", "timer", "unit"]),
         ("phobos led set g", ["green"]),
         (f"{c} run ", JOBS),
         (f"{c} run --quiet n", ["nightly"]),
