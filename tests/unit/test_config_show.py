@@ -86,14 +86,14 @@ passcommand = "cat '/etc/phobos/p\"w' # not a comment"
 [jobs."nightly.full"]
 kind = "archive"
 repo = "main.v2"
-sources = ["/etc", "/home/émile/🗄️", "/srv/[x]"]
-description = """two
-lines with a "quote", a tab:	a bell:\u0007 and DEL:\u007f ]]"""
+sources = ["/srv/etc", "/home/émile/🗄️", "/srv/[x]"]
+description = "a \"quote\", a 'quote', a backslash \\ and ]] [x] # = é 🗄️"
 keep = {{ daily = 7 }}
 
 [jobs."x_-9"]
 kind = "command"
-argv = ["printf", "%s\n", "\\", "'", "\"\"\"", "#", "=", "[jobs.fake]"]
+argv = ["printf", "%s\n", "\\", "'", "\"\"\"", "#", "=", "[jobs.fake]", """two
+lines, a tab:	a bell:\u0007 and DEL:\u007f"""]
 env = {{ "WEIRD KEY" = "a=b", "ÜBER" = "x" }}
 secret_env = {{ API_TOKEN = "hunter2-very-secret", "DB PASS" = "s3cr3t\"'\\" }}
 after = ["nightly.full"]
