@@ -125,7 +125,9 @@ def _command(path: str, parser: argparse.ArgumentParser) -> Command:
         flags = [f for f in action.option_strings
                  if f.startswith("--") or len(action.option_strings) == 1]
         options += [(flag, describe(action)) for flag in flags]
-        if action.nargs != 0:
+        # An optional value (`--watch [SECONDS]`) is left to the user: the next word may
+        # as well be another option.
+        if action.nargs not in (0, argparse.OPTIONAL):
             values += [(flag, spot_of(action)) for flag in action.option_strings]
     repeats = bool(positionals) and positionals[-1].nargs in ("+", "*", argparse.REMAINDER)
     return Command(path=path, subcommands=subcommands, options=tuple(options),
