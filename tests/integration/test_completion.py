@@ -77,6 +77,8 @@ def cases(config: Path, broken: Path, files: Path) -> list[tuple[str, list[str]]
         (f"{c} drive eject ", ["ext-a", "ext-b"]),
         (f"{c} drive release ext-", ["ext-a", "ext-b"]),
         (f"{c} run offsite --drive ", ["ext-a", "ext-b"]),
+        (f"{c} find fstab --host ", ["chew", "luv"]),
+        (f"{c} restore /etc/fstab --from-drive ext-", ["ext-a", "ext-b"]),
         (f"{c} repo info ", ["cloud", "main"]),
         (f"{c} repo drill --archives-of off", ["offsite"]),
         (f"{c} repo key-export main {files}/k", ["key-a", "key-b"]),  # files

@@ -29,6 +29,11 @@ def test_names_are_completed_where_an_argument_takes_one() -> None:
     values = dict(TREE["phobos/repo/drill"].values)
     assert values["--archives-of"] == Spot("names", ("jobs",))
     assert dict(TREE["phobos/run"].values)["--drive"] == Spot("names", ("drives",))
+    assert dict(TREE["phobos/find"].values)["--repo"] == Spot("names", ("repos",))
+    assert dict(TREE["phobos/find"].values)["--host"] == Spot("names", ("hosts",))
+    assert dict(TREE["phobos/restore"].values)["--repo"] == Spot("names", ("repos",))
+    assert dict(TREE["phobos/restore"].values)["--from-drive"] == Spot("names", ("drives",))
+    assert dict(TREE["phobos/restore"].values)["--to"] == Spot("files")
 
 
 def test_values_by_kind() -> None:

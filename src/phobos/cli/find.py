@@ -7,7 +7,7 @@ import argparse
 import time
 from typing import Any
 
-from phobos.cli.common import json_flag, load_config, print_json, verb
+from phobos.cli.common import config_names, json_flag, load_config, print_json, verb
 from phobos.core.console import say
 from phobos.errors import ExitCode, UsageError
 
@@ -18,8 +18,10 @@ def register(verbs: Any) -> None:
     sub.add_argument("pattern", help="a file name (fstab, '*.tex'), a path from / "
                      "('/etc/*'), or the end of one ('alice/thesis.tex'); HOST:PATTERN "
                      "for a pulled host; * matches / too")
-    sub.add_argument("--repo", metavar="NAME", help="the repository (default: the only one)")
-    sub.add_argument("--host", metavar="HOST", help="only the files pulled from this host")
+    config_names(sub.add_argument("--repo", metavar="NAME",
+                                  help="the repository (default: the only one)"), "repos")
+    config_names(sub.add_argument("--host", metavar="HOST",
+                                  help="only the files pulled from this host"), "hosts")
     sub.add_argument("--cached", action="store_true",
                      help="answer from the catalog alone, without asking Borg (fast; it "
                      "says how old the catalog is)")

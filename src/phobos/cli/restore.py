@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from phobos.cli.common import json_flag, load_config, print_json, verb
+from phobos.cli.common import config_names, json_flag, load_config, print_json, verb
 from phobos.core.console import say
 from phobos.errors import ExitCode
 
@@ -21,16 +21,16 @@ def register(verbs: Any) -> None:
                      "HOST:/etc/fstab for a pulled host")
     sub.add_argument("--to", required=True, type=Path, metavar="DIR",
                      help="the directory to restore into (created if missing; never /)")
-    sub.add_argument("--repo", metavar="NAME", help="the repository (default: the only "
-                     "one, or the one copied to --from-drive)")
+    config_names(sub.add_argument("--repo", metavar="NAME", help="the repository (default: "
+                                  "the only one, or the one copied to --from-drive)"), "repos")
     when = sub.add_mutually_exclusive_group()
     when.add_argument("--at", metavar="TIME", help="the newest version archived at or "
                       "before TIME: 2026-11-29 (end of that day), '2026-11-29 03:00', "
                       "or a time ago: 3d, 12h")
     when.add_argument("--archive", metavar="NAME", help="from this archive")
-    sub.add_argument("--from-drive", metavar="DRIVE", help="from the copy on this "
-                     "off-site drive: unlocked and mounted read-only for the restore, "
-                     "unmounted and locked after")
+    config_names(sub.add_argument("--from-drive", metavar="DRIVE", help="from the copy on "
+                                  "this off-site drive: unlocked and mounted read-only for "
+                                  "the restore, unmounted and locked after"), "drives")
     sub.add_argument("--overwrite", action="store_true",
                      help="replace what exists at DIR/PATH (directories are merged)")
     json_flag(sub)
