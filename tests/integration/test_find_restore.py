@@ -18,6 +18,9 @@ from borgbox import BorgBox, make_tree
 from phobos.core.locks import LockSet, repo
 from phobos.core.model import BusyPolicy
 
+# Borg integration: every test runs with the venv's Borg 1.4 and Debian's 1.2.
+pytestmark = pytest.mark.usefixtures("each_borg")
+
 
 @pytest.fixture
 def box(sandbox: Any) -> BorgBox:

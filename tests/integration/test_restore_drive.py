@@ -53,6 +53,7 @@ def events(rig: drives.Rig) -> list[str]:
     return [e["event"] for e in state["events"] if e["drive"] == "ext-a"]
 
 
+@pytest.mark.usefixtures("each_borg")  # with Borg 1.4 and 1.2
 def test_restore_from_the_drive_copy_and_release_it(rig: drives.Rig) -> None:
     device = synced_drive(rig)
     data = rig.root / "data"
@@ -81,6 +82,7 @@ def test_restore_from_the_drive_copy_and_release_it(rig: drives.Rig) -> None:
         ("success", None), ("failed", "ext-a"), ("success", "ext-a")]
 
 
+@pytest.mark.usefixtures("each_borg")  # with Borg 1.4 and 1.2
 def test_a_failure_in_the_middle_of_extracting_releases_the_drive(rig: drives.Rig) -> None:
     device = synced_drive(rig)
     small = rig.root / "small"
@@ -106,6 +108,7 @@ def test_a_failure_in_the_middle_of_extracting_releases_the_drive(rig: drives.Ri
     assert run["outcome"] == "failed" and "borg failed" in run["message"]
 
 
+@pytest.mark.usefixtures("each_borg")  # with Borg 1.4 and 1.2
 def test_a_drill_reads_the_drive_copy_and_drive_list_shows_it(rig: drives.Rig) -> None:
     device = synced_drive(rig)
     out = rig.sandbox.phobos("run", "drill-a")

@@ -19,6 +19,7 @@ from phobos.errors import StepFailed
 from phobos.repos.operations import latest_archive
 from phobos.repos.repo import Repo
 from phobos.tools import borg as borgtool
+from phobos.tools.borg_contents import prefix_pattern
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,7 +137,10 @@ def drill(repo: Repo, run: StepRunner, *, sample: int, max_bytes: int,
     checked, changed = 0, pick.changed
     with tempfile.TemporaryDirectory(prefix="phobos-drill-") as tmp:
         if pick.chosen:
-            paths = ["pf:" + item.path for item in pick.chosen]
+            # pp: (the path and below it; a regular file has nothing below), not pf:
+            # Borg before 1.2.5 (Debian 12 ships 1.2.4) extracts pf: paths but warns
+            # that each "never matched" and exits 1 (borgbackup/borg#4110).
+            paths = [prefix_pattern(item.path) for item in pick.chosen]
             run(repo.step("extract", borgtool.extract_argv(repo.borg, repo.access, archive,
                                                            paths), cwd=tmp))
         for item in pick.chosen:
