@@ -110,7 +110,8 @@ def feeding(sandbox: Any) -> Iterator[tuple[BorgBox, Feeder]]:
         feeder.finish()
 
 
-def test_a_running_archive_is_seen_everywhere(feeding: tuple[BorgBox, Feeder]) -> None:
+def test_a_running_archive_is_seen_everywhere(each_borg: tuple[int, ...],
+                                              feeding: tuple[BorgBox, Feeder]) -> None:
     box, feeder = feeding
     job = box.sandbox.start("run", "nightly")
     server = start_server(box.sandbox)
@@ -168,9 +169,14 @@ def test_a_running_archive_is_seen_everywhere(feeding: tuple[BorgBox, Feeder]) -
     assert "archive_progress" not in log and '{"' not in log
     assert re.search(r"archive nightly-\S+: 41 files", log)
     stats = box.last_run("nightly")["stats"]
-    assert stats["original_size"] == 40 * 20_000 + feeder.written
+    fed = 40 * 20_000 + feeder.written
+    if each_borg >= (1, 4):
+        assert stats["original_size"] == fed
+    else:  # Borg 1.2 counts the archive's item metadata too (a few hundred bytes here)
+        assert fed < stats["original_size"] < fed + 4096
 
 
+@pytest.mark.usefixtures("each_borg")  # with Borg 1.4 and 1.2
 def test_a_person_waits_at_most_the_repositorys_lock_wait(sandbox: Any) -> None:
     box = slow_archive(sandbox, repo_extra='lock_wait = "2s"')
     feeder = Feeder(box.root / "feed" / "stream")
@@ -190,6 +196,7 @@ def test_a_person_waits_at_most_the_repositorys_lock_wait(sandbox: Any) -> None:
     assert job.returncode == 0
 
 
+@pytest.mark.usefixtures("each_borg")  # with Borg 1.4 and 1.2
 def test_bars_on_a_terminal_and_no_progress_in_the_log(feeding: tuple[BorgBox, Feeder]
                                                         ) -> None:
     box, feeder = feeding
@@ -226,6 +233,7 @@ def test_bars_on_a_terminal_and_no_progress_in_the_log(feeding: tuple[BorgBox, F
     assert "archive_progress" not in box.log_text(run_id)
 
 
+@pytest.mark.usefixtures("each_borg")  # with Borg 1.4 and 1.2
 def test_no_progress_runs_borg_without_it(sandbox: Any) -> None:
     box = initialized(sandbox)
     box.ok("run", "--no-progress", "nightly")
@@ -240,6 +248,7 @@ def test_no_progress_runs_borg_without_it(sandbox: Any) -> None:
     assert box.last_run("nightly")["stats"]["nfiles"] == run["stats"]["nfiles"] == 40
 
 
+@pytest.mark.usefixtures("each_borg")  # with Borg 1.4 and 1.2
 def test_a_check_slice_logs_borgs_words_not_its_json(sandbox: Any) -> None:
     box = initialized(sandbox)
     box.ok("run", "nightly")
