@@ -651,10 +651,18 @@ def test_archive_waits_for_a_drive_sync(nas: Nas) -> None:
 
     def waiting() -> bool:
         run = nas.runs("nightly")[0]
+        # The unit's ProcSubset=pid hides /proc/locks, so the line names the sync as the
+        # run ahead in line rather than as the holder read from the lock table.
         return run["id"] != archive["id"] and any(
-            line.startswith("waiting for repo:main, held by") for line in nas.log(run["id"]))
+            line.startswith("waiting for repo:main, ") and "job offsite (run " in line
+            for line in nas.log(run["id"]))
 
-    guest.wait_for("the archive to wait for the sync", waiting, timeout=120, pause=2)
+    try:
+        guest.wait_for("the archive to wait for the sync", waiting, timeout=120, pause=2)
+    except qemu.SystemTestError as exc:
+        latest = nas.runs("nightly")[0]
+        raise AssertionError(f"{exc}; newest nightly run {latest}: {nas.log(latest['id'])}\n"
+                             f"{nas.journal('phobos-job-nightly.service')}") from exc
     guest.unthrottle(DRIVE_A)
     assert nas.wait_unit(unit, before)["Result"] == "success", nas.journal(unit)
     state = nas.wait_unit("phobos-job-nightly.service", nightly_before)
