@@ -111,19 +111,21 @@ class PullKey:
     created: bool
 
 
-def ensure_pull_key(path: Path) -> PullKey:
-    """The pull key at ``path``, created (ed25519, no passphrase) if missing."""
+def ensure_pull_key(path: Path, comment: str | None = None) -> PullKey:
+    """The key at ``path``, created (ed25519, no passphrase: it must work unattended)
+    if missing; ``comment`` defaults to ``phobos-pull@HOSTNAME``."""
     created = False
     if not path.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        comment = f"phobos-pull@{socket.gethostname()}"
+        comment = comment or f"phobos-pull@{socket.gethostname()}"
         proc.run(ssh.keygen_argv(path, comment), timeout=PROBE_TIMEOUT_SECONDS)
         created = True
     try:
         public = path.with_name(path.name + ".pub").read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise PhobosError(f"cannot read the public half of the pull key {path}: {exc}",
-                          "recreate it: move the key away and run `phobos host add` again"
+                          "recreate it: move the key away and run `phobos host add` (or, "
+                          "for a repository's key, `phobos repo trust`) again"
                           ) from None
     return PullKey(path=path, public=public, created=created)
 

@@ -302,7 +302,9 @@ def written_paths(config: Config, resources: Sequence[Resource]) -> set[Path]:
     paths: set[Path] = set()
     for res in resources:
         if res.kind == locks.REPO and res.target in config.repos:
-            paths.add(config.repos[res.target].path)
+            local = config.repos[res.target].path  # None: on a server, over SSH
+            if local is not None:
+                paths.add(local)
         elif res.kind == locks.HOLDING and res.write:
             paths.add(config.storage.holding)
         elif res.kind == locks.STORAGE and res.write:

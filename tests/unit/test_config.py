@@ -130,10 +130,35 @@ BAD_CONFIGS = [
     ),
     (  # a required key missing in a nested table
         """
+        [drives.ext-a]
+        label = "x"
+        """,
+        ["{f}:4: drives.ext-a.luks_uuid: required key is missing"],
+    ),
+    (  # a repository needs a path or a url, exactly one; a url Borg can reach over SSH
+        """
         [repos.main]
         compression = "lz4"
+        [repos.both]
+        path = "/backup/borg"
+        url = "ssh://borg@nas/srv/borg"
         """,
-        ["{f}:4: repos.main.path: required key is missing"],
+        ["{f}:4: repos.main: give the repository either a `path` (on this machine) or a "
+         "`url` (ssh://user@host/path on another one), not both or neither",
+         "{f}:6: repos.both: give the repository either a `path` (on this machine) or a "
+         "`url` (ssh://user@host/path on another one), not both or neither"],
+    ),
+    (
+        """
+        [repos.bad]
+        url = "ssh://-oProxyCommand=x/srv/borg"
+        [repos.port]
+        url = "ssh://nas:70000/srv/borg"
+        """,
+        ["{f}:5: repos.bad.url: 'ssh://-oProxyCommand=x/srv/borg': a host or user name "
+         "cannot start with '-'; e.g. \"ssh://borg@nas.example.org:22/srv/borg/main\"",
+         "{f}:7: repos.port.url: 70000 is not a TCP port (1-65535); e.g. "
+         "\"ssh://borg@nas.example.org:22/srv/borg/main\""],
     ),
 ]
 

@@ -161,6 +161,23 @@ def decide_pin(args: argparse.Namespace, offered: set[str], *, missing: str,
     return answer.strip().lower() in ("y", "yes")
 
 
+def show_host_keys(name: str, new: Sequence[Any], old: Sequence[Any]) -> None:
+    """The keys a host (or a repository's server) offers, and the pinned ones they
+    replace, on stderr (stdout may be --json), before asking to pin them."""
+    err = sys.stderr
+    if old:
+        print(f"The host key of {name} has CHANGED. Pinned:", file=err)
+        for key in old:
+            print(f"  {key.describe()}", file=err)
+        print("It now offers:", file=err)
+    else:
+        print(f"{name} offers these host keys:", file=err)
+    for key in new:
+        print(f"  {key.describe()}", file=err)
+    print("Compare with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` run on the host "
+          "itself.", file=err)
+
+
 def this_program() -> Path:
     """The phobos program running now: its console script, not ``python -m``."""
     argv0 = Path(sys.argv[0])

@@ -5,7 +5,6 @@ Output only; the work is in :mod:`phobos.hosts`."""
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +14,7 @@ from phobos.cli.common import (
     json_flag,
     load_config,
     print_json,
+    show_host_keys,
     table,
     verb,
 )
@@ -81,7 +81,7 @@ def _confirmer(args: argparse.Namespace) -> Any:
     from phobos.tools.ssh import HostKey
 
     def confirm(new: Sequence[HostKey], old: Sequence[HostKey]) -> bool:
-        _show_keys(args.name, new, old)
+        show_host_keys(args.name, new, old)
         return decide_pin(
             args, {k.fingerprint for k in new},
             missing=f"{args.name} does not offer a key with fingerprint "
@@ -92,21 +92,6 @@ def _confirmer(args: argparse.Namespace) -> Any:
             question=f"Pin this key for {args.name}?")
 
     return confirm
-
-
-def _show_keys(name: str, new: Sequence[Any], old: Sequence[Any]) -> None:
-    err = sys.stderr
-    if old:
-        print(f"The host key of {name} has CHANGED. Pinned:", file=err)
-        for key in old:
-            print(f"  {key.describe()}", file=err)
-        print("It now offers:", file=err)
-    else:
-        print(f"{name} offers these host keys:", file=err)
-    for key in new:
-        print(f"  {key.describe()}", file=err)
-    print("Compare with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` run on the host "
-          "itself.", file=err)
 
 
 # --- verbs ----------------------------------------------------------------------------------

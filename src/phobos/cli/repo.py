@@ -1,7 +1,8 @@
-"""``phobos repo``: init, info, list, key-export and drill of Borg repositories.
+"""``phobos repo``: init, info, list, key-export and drill of Borg repositories, and
+trust (pin the host key of a repository's server, print its authorized_keys line).
 
-Output only: the work is in :mod:`phobos.repos`. Each verb takes the repository's
-phobos lock first. While a job holds it, ``info`` and ``list`` (they only read) wait,
+Output only: the work is in :mod:`phobos.repos`. Each verb that runs Borg takes the
+repository's phobos lock first. While a job holds it, ``info`` and ``list`` (they only read) wait,
 saying which job it is and when it should end (``--no-wait``: exit 3 with that message);
 the others fail at once with it, instead of letting Borg wait behind the job. With
 ``--json`` a failure prints a JSON error object on stdout too.
@@ -15,11 +16,13 @@ from typing import Any
 
 from phobos.cli.common import (
     config_names,
+    decide_pin,
     json_errors,
     json_flag,
     load_config,
     no_action,
     print_json,
+    show_host_keys,
     verb,
     when,
 )
@@ -30,8 +33,8 @@ from phobos.errors import ExitCode
 
 def register(verbs: Any) -> None:
     """Add ``repo`` and its actions to the top-level subparsers."""
-    sub = verb(verbs, "repo", "Borg repositories: init, info, list, key-export, drill",
-               no_action)
+    sub = verb(verbs, "repo", "Borg repositories: init, info, list, key-export, drill, "
+               "trust", no_action)
     actions = sub.add_subparsers(dest="action", metavar="ACTION", required=True)
     _repo_action(actions, "init", "create the repository (encryption from the config)", cmd_init)
     info = _repo_action(actions, "info", "repository details, last archive, check coverage",
@@ -55,6 +58,16 @@ def register(verbs: Any) -> None:
                                     help="drill the latest archive of this archive job"),
                  "jobs")
     json_flag(drill)
+    trust = _repo_action(actions, "trust", "for a repository over SSH (url): create its "
+                         "key, pin its server's host key after showing the fingerprint, "
+                         "print the line for the server's authorized_keys", cmd_trust)
+    trust.add_argument("--yes", action="store_true",
+                       help="pin without asking (check the fingerprint first!)")
+    trust.add_argument("--fingerprint", metavar="SHA256:...",
+                       help="pin only if the server offers a key with this fingerprint")
+    trust.add_argument("--rekey", action="store_true",
+                       help="accept a CHANGED host key (after the same confirmation)")
+    json_flag(trust)
 
 
 def _repo_action(actions: Any, name: str, help_text: str, handler: Any,
@@ -98,7 +111,7 @@ def cmd_init(args: argparse.Namespace) -> ExitCode:
     config, repo, run = _open(args)
     with cli_lock(config, args.name, write=True, what="init"):
         init(repo, run)
-    print(f"repository {args.name} initialized at {repo.config.path} "
+    print(f"repository {args.name} initialized at {repo.config.location} "
           f"({repo.config.encryption}); export its key now: "
           f"phobos repo key-export {args.name} FILE")
     return ExitCode.OK
@@ -136,7 +149,8 @@ def _print_info(known: dict[str, Any], borg_info: dict[str, Any]) -> None:
     if stats:
         print(f"  stored: {human_size(stats.get('unique_csize', 0))} "
               f"(all archives: {human_size(stats.get('total_size', 0))} original)")
-    print(f"  segments: {known['segments']}")
+    if known["segments"] is not None:
+        print(f"  segments: {known['segments']}")
     for line in _summary_lines(known):
         print(f"  {line}")
 
@@ -152,8 +166,10 @@ def _summary_lines(known: dict[str, Any]) -> list[str]:
                      f"{human_size(last.get('deduplicated_size', 0))} new)")
     check = known.get("last_check")
     if known.get("check_position") is not None:
-        lines.append(f"check pass in progress: {100 * (known['pass_coverage'] or 0):.1f}% "
-                     f"(up to segment {known['check_position']})")
+        done = ("" if known["pass_coverage"] is None
+                else f"{100 * known['pass_coverage']:.1f}% ")
+        lines.append(f"check pass in progress: {done}(up to segment "
+                     f"{known['check_position']})")
     if check:
         full = check.get("last_full_pass")
         lines.append(f"last check: {when(check['started'])} by job {check['job']}; "
@@ -197,7 +213,7 @@ def _list_repos(args: argparse.Namespace) -> ExitCode:
         print_json({"repos": known})
         return ExitCode.OK
     for entry in known:
-        state = "" if entry["initialized"] else " (not initialized: phobos repo init)"
+        state = " (not initialized: phobos repo init)" if entry["initialized"] is False else ""
         print(f"{entry['name']}: {entry['path']}{state}")
         for line in _summary_lines(entry):
             print(f"  {line}")
@@ -241,4 +257,37 @@ def cmd_drill(args: argparse.Namespace) -> ExitCode:
     error = drill_failure(report)
     if error is not None:
         raise error
+    return ExitCode.OK
+
+
+def cmd_trust(args: argparse.Namespace) -> ExitCode:
+    from phobos.repos.remote import trust
+    from phobos.repos.repo import repo_config
+
+    config = load_config(args)
+    repo_config(config, args.name)
+
+    def confirm(new: Any, old: Any) -> bool:
+        show_host_keys(f"the server of repository {args.name}", new, old)
+        return decide_pin(
+            args, {k.fingerprint for k in new},
+            missing=f"the server of {args.name} does not offer a key with fingerprint "
+            f"{args.fingerprint}; nothing was pinned",
+            missing_hint="compare with the server's own `ssh-keygen -lf` output",
+            no_tty_hint="check the fingerprint on the server, then add --yes or "
+            "--fingerprint SHA256:...", question=f"Pin this key for {args.name}?")
+
+    result = trust(config, args.name, confirm, rekey=args.rekey)
+    if args.json:
+        print_json(result.as_json())
+        return ExitCode.OK
+    print(f"key: {result.key}" + (" (created)" if result.key_created else " (reused)"))
+    state = "pinned" if result.newly_pinned else "already pinned"
+    print(f"host key of {result.endpoint.where} {state} as repo:{args.name}:")
+    for host_key in result.keys:
+        print(f"  {host_key.describe()}")
+    print(f"\nAdd this line to ~{result.endpoint.user}/.ssh/authorized_keys on the server "
+          "(Borg on this one repository only, append-only: docs/offsite.md):\n")
+    print(f"  {result.authorized_keys}\n")
+    print(f"Then: phobos repo init {args.name}   (or phobos repo info {args.name})")
     return ExitCode.OK

@@ -163,6 +163,19 @@ def http_urls_problem(urls: Mapping[str, str]) -> str | None:
     return f"{', '.join(bad)}: must be http:// or https:// URLs" if bad else None
 
 
+def ssh_url_problem(url: str | None) -> str | None:
+    """Why ``url`` is not a repository URL Borg reaches over SSH, or None."""
+    from phobos.tools.ssh import parse_ssh_url
+
+    if url is None:
+        return None
+    try:
+        parse_ssh_url(url)
+    except ValueError as exc:
+        return f"{exc}; e.g. \"ssh://borg@nas.example.org:22/srv/borg/main\""
+    return None
+
+
 def listen_problem(text: str) -> str | None:
     from phobos.web.address import listen_problem as problem_of_address
 

@@ -61,6 +61,9 @@ def parse(raw: dict[str, Any], path: Path, source: str = "") -> Config:
     if top is not None:
         for table in ("repos", "hosts", "drives"):
             _check_names(getattr(top, table), table, problems)
+        for name, repo in top.repos.items():
+            for sub, message in repo.table_problems():
+                problems.add(("repos", name, *sub), message)
     config = None
     if top is not None:
         config = Config(source=path, paths=top.paths, storage=top.storage,

@@ -18,10 +18,12 @@ from phobos.config.checks import (
     listen_problem,
     one_of,
     positive,
+    ssh_url_problem,
     user_problem,
     uuid_problem,
 )
 from phobos.config.schema import Duration, setting
+from phobos.tools.ssh import SshUrl, parse_ssh_url
 
 DEFAULT_LED_LIMIT = 50
 
@@ -51,7 +53,31 @@ class StorageConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RepoConfig:
-    path: Path = setting(doc="The Borg repository.")
+    path: Path | None = setting(None, doc="The Borg repository on this machine (give "
+                                "`path` or `url`, not both).")
+    url: str | None = setting(None, check=ssh_url_problem,
+                              doc="A repository on another machine, reached by Borg over "
+                              "SSH: `\"ssh://user@host[:port]/path\"` (`/~/x`: x in the "
+                              "login's home). `phobos repo trust NAME` pins the server's "
+                              "host key and prints its authorized_keys line; see "
+                              "docs/offsite.md.")
+    identity: Path | None = setting(None, doc="SSH key for `url` (default "
+                                    "`KEYS/repo-NAME_ed25519`, created by `phobos repo "
+                                    "trust`).")
+    remote_path: str = setting("borg", doc="The Borg program on the server of `url` "
+                               "(`--remote-path`; rsync.net: `borg1`); also used in the "
+                               "authorized_keys line `phobos repo trust` prints.",
+                               check=lambda v: None if v and not any(
+                                   c.isspace() or c in "\"'\\" for c in v)
+                               else "name a program, without spaces or quotes")
+    append_only: bool = setting(True, doc="The key phobos uses for `url` is append-only "
+                                "(as in the line `phobos repo trust` prints): prune then only "
+                                "hides archives and compact frees nothing, so archive jobs "
+                                "skip `borg compact`; space is freed by a compact on the "
+                                "server (docs/offsite.md).")
+    link: str | None = setting(None, doc="The network link `url` is reached over: jobs "
+                               "using the same link never transfer at once (resource "
+                               "`net:LINK`). Default: the server's host name.")
     passcommand: str | None = setting(None, doc="Command printing the passphrase "
                                       "(handed to Borg as BORG_PASSCOMMAND).")
     passphrase_file: Path | None = setting(None, doc="File holding the passphrase "
@@ -67,6 +93,23 @@ class RepoConfig:
                                   doc="How long to wait for Borg's own lock when a process "
                                   "outside phobos holds it (jobs of phobos never wait in "
                                   "Borg: phobos's repo lock orders them).")
+
+    @property
+    def remote(self) -> SshUrl | None:
+        """The parts of ``url`` (None for a repository on this machine)."""
+        return None if self.url is None else parse_ssh_url(self.url)
+
+    @property
+    def location(self) -> str:
+        """What Borg is given: the path, or the ``ssh://`` URL."""
+        return self.url if self.url is not None else str(self.path)
+
+    def table_problems(self) -> list[tuple[tuple[str, ...], str]]:
+        """Problems between the table's keys, as (key path below it, message)."""
+        if (self.path is None) == (self.url is None):
+            return [((), "give the repository either a `path` (on this machine) or a "
+                     "`url` (ssh://user@host/path on another one), not both or neither")]
+        return []
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

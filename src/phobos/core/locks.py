@@ -46,7 +46,7 @@ class Resource:
 
     Names are ``KIND:TARGET`` (``holding:luv``, ``repo:main``, ``drive:ext-a``) or a bare
     kind (``storage``); build phobos's own with :func:`holding`, :func:`repo`,
-    :func:`drive` and :func:`storage`. A ``command`` job may name its own kinds.
+    :func:`drive`, :func:`storage` and :func:`net`. A ``command`` job may name its own kinds.
     """
 
     name: str
@@ -66,7 +66,7 @@ class Resource:
         return self.name.partition(":")[2]
 
 
-HOLDING, REPO, DRIVE, STORAGE = "holding", "repo", "drive", "storage"
+HOLDING, REPO, DRIVE, STORAGE, NET = "holding", "repo", "drive", "storage", "net"
 
 
 def holding(host: str, *, write: bool) -> Resource:
@@ -87,6 +87,12 @@ def drive(name: str) -> Resource:
 def storage(*, write: bool) -> Resource:
     """The backup filesystem as a whole (a check of it writes; users of parts read)."""
     return Resource(STORAGE, write=write)
+
+
+def net(link: str, *, write: bool) -> Resource:
+    """A network link off the NAS (a server's name, or a link named in the config):
+    jobs moving bulk data over it (writers) take turns; light users share it."""
+    return Resource(f"{NET}:{link}", write=write)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -56,7 +56,8 @@ def copiers_of(config: Config, drive: str) -> dict[str, DriveCopier]:
 def repo_target(job: DriveCopier, config: Config) -> str:
     """Where on the drive ``job`` puts its repository copy: ``target``, or by default
     the repository directory's name (``borg`` for ``/backup/borg``)."""
-    return job.target or config.repos[job.repo].path.name
+    local = config.repos[job.repo].path  # drive-sync's check_refs refuses a remote repo
+    return job.target or (local.name if local is not None else job.repo)
 
 
 def copied_repo(config: Config, drive: str, repo: str | None) -> tuple[str, str]:

@@ -23,9 +23,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from phobos.config.checks import positive
 from phobos.config.job import JobBase
 from phobos.config.model import Config
-from phobos.config.schema import Problems, setting
+from phobos.config.schema import Duration, Problems, setting
 from phobos.core.locks import Resource
 from phobos.core.runner import RunContext
 from phobos.core.step import Step
@@ -97,6 +98,10 @@ class ArchiveJob(JobBase):
     compression: str | None = setting(None, doc="Overrides the repository's compression.")
     one_file_system: bool = setting(False, doc="Stay on the sources' filesystems.")
     exclude_caches: bool = setting(False, doc="Skip directories tagged with CACHEDIR.TAG.")
+    checkpoint_interval: Duration | None = setting(
+        None, check=positive, doc="Borg saves a checkpoint archive this often during "
+        "a create (`--checkpoint-interval`; Borg's default 30m): a create cut off (a "
+        "network drop to a server) keeps what was saved and the next one resumes there.")
     create_options: tuple[str, ...] = setting((), doc="More `borg create` options, "
                                               "e.g. `[\"--exclude-if-present\", \".nobackup\"]`.")
     missing_ok: bool = setting(False, doc="A source that does not exist is left out with a "
@@ -117,10 +122,11 @@ class ArchiveJob(JobBase):
             problems.add((*path, "archive_name"), message)
             return
         repo = config.repos.get(self.repo)
+        local = repo.path if repo is not None else None
         for index, source in enumerate(self.sources):
-            if repo is not None and (source == repo.path or source in repo.path.parents):
+            if local is not None and (source == local or source in local.parents):
                 problems.add((*path, "sources", f"[{index}]"),
-                             f"{source} contains the repository {repo.path} itself; "
+                             f"{source} contains the repository {local} itself; "
                              "exclude it or archive a narrower path")
         if self.keep is not None:
             _overlap_problems(config, name, self, path, problems)
@@ -270,23 +276,32 @@ def plan(job: ArchiveJob, name: str, repo: Repo, *, progress: bool = False) -> l
     ``progress``, create and compact report their progress."""
     borg, acc = repo.borg, repo.access
     options = [*(["--one-file-system"] if job.one_file_system else []),
-               *(["--exclude-caches"] if job.exclude_caches else []), *job.create_options]
+               *(["--exclude-caches"] if job.exclude_caches else []),
+               *(["--checkpoint-interval", str(max(1, round(job.checkpoint_interval)))]
+                 if job.checkpoint_interval is not None else []),
+               *job.create_options]
     create = borgtool.create_argv(borg, acc, archive=archive_name(name, job.archive_name),
                                   sources=job.sources, exclude=job.exclude,
                                   compression=job.compression or repo.config.compression,
                                   options=options)
-    steps = [borg_step("create", create, acc, borg, repo.config.path, capture=True)]
+    steps = [borg_step("create", create, acc, borg, repo.local_path, capture=True)]
     keep = job.keep.borg_args() if job.keep is not None else []
     if keep:
         prune = borgtool.prune_argv(borg, acc, keep=keep,
                                     glob=archive_glob(name, job.archive_name))
-        steps.append(borg_step("prune", prune, acc, borg, repo.config.path))
-        compact = borgtool.compact_argv(borg, acc) if job.compact else None
+        steps.append(borg_step("prune", prune, acc, borg, repo.local_path))
+        compact = borgtool.compact_argv(borg, acc) if compacts(job, repo) else None
         if compact is not None:
-            steps.append(borg_step("compact", compact, acc, borg, repo.config.path))
+            steps.append(borg_step("compact", compact, acc, borg, repo.local_path))
     if progress:
         steps = [progress_step(s) if s.name in PROGRESS_STEPS else s for s in steps]
     return steps
+
+
+def compacts(job: ArchiveJob, repo: Repo) -> bool:
+    """Whether the job runs ``borg compact`` after prune: not through an append-only
+    key to a server, where it frees nothing (the server compacts; docs/offsite.md)."""
+    return job.compact and not (repo.config.url is not None and repo.config.append_only)
 
 
 def human_size(size: float) -> str:
@@ -323,6 +338,10 @@ def execute(ctx: RunContext) -> None:
     ctx.stats["repo"] = job.repo
     run = guarded(ctx.run, repo, ctx.log)
     job = dataclasses.replace(job, sources=present_sources(job, ctx.log))
+    if job.keep is not None and job.compact and not compacts(job, repo):
+        ctx.log(f"no compact: repository {job.repo} is reached through an append-only key, "
+                "so prune only hides archives; the server frees the space when it compacts "
+                "(docs/offsite.md)")
     for step in plan(job, ctx.name, repo, progress=ctx.tool_progress):
         result = run(step)
         if step.name == "create":

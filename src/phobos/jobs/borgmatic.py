@@ -184,11 +184,13 @@ def _local_path(location: str) -> Path | None:
 
 def resources_for(config: Config, found: Scan) -> list[Resource]:
     """Locks for the repositories and sources the configs name."""
-    by_path = {repo.path.resolve(): name for name, repo in config.repos.items()}
+    by_path = {repo.path.resolve(): name for name, repo in config.repos.items()
+               if repo.path is not None}
+    by_url = {repo.url: name for name, repo in config.repos.items() if repo.url is not None}
     resources: list[Resource] = []
     for location in found.repositories:
         local = _local_path(location)
-        name = by_path.get(local) if local is not None else None
+        name = by_path.get(local) if local is not None else by_url.get(location)
         if name is not None:
             resources += repo_resources(config, name, write=True)
         else:

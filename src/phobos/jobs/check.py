@@ -22,12 +22,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from phobos.config.checks import positive
 from phobos.config.job import JobBase
 from phobos.config.model import Config
 from phobos.config.schema import Duration, Problems, setting
+from phobos.core import proc
 from phobos.core.locks import Resource
 from phobos.core.model import format_duration
 from phobos.core.runner import RunContext
@@ -99,6 +101,7 @@ class Previous:
     pass_started: float | None = None
     last_full_pass: float | None = None
     overshoot: float = INITIAL_OVERSHOOT
+    position: int | None = None  # where the last slice stopped (None: pass complete)
 
 
 def previous_from_stats(stats: dict[str, Any] | None) -> Previous:
@@ -106,7 +109,8 @@ def previous_from_stats(stats: dict[str, Any] | None) -> Previous:
         return Previous()
     return Previous(pass_started=stats.get("pass_started"),
                     last_full_pass=stats.get("last_full_pass"),
-                    overshoot=float(stats.get("overshoot", INITIAL_OVERSHOOT)))
+                    overshoot=float(stats.get("overshoot", INITIAL_OVERSHOOT)),
+                    position=stats.get("position"))
 
 
 def coverage(*, mode: str, ok: bool, segments: list[int], before: int | None,
@@ -176,7 +180,7 @@ def latest_check_stats(ctx: RunContext, repo: str) -> dict[str, Any] | None:
         if not isinstance(job, CheckJob) or job.repo != repo:
             continue
         for run in ctx.history.runs(name, limit=20):
-            if run.id != ctx.run_id and "segments" in run.stats:
+            if run.id != ctx.run_id and "pass_complete" in run.stats:
                 if best is None or run.started > best[0]:
                     best = (run.started, run.stats)
                 break
@@ -201,10 +205,22 @@ def execute(ctx: RunContext) -> None:
     _run_repository_check(ctx, job, repo, asked, previous)
 
 
+def _position_after(path: Path | None, result: proc.Result | None,
+                    before: int | None) -> int | None:
+    """Where a slice stopped: in the repository's config on this machine; for one on
+    a server, as Borg reported it (unchanged when it reported nothing)."""
+    if path is not None:
+        return borg_repository.check_position(path)
+    if result is None:
+        return before
+    said, position = borgtool.reported_check_position(result.tail)
+    return position if said else before
+
+
 def _run_repository_check(ctx: RunContext, job: CheckJob, repo: Repo, asked: int | None,
                           previous: Previous) -> None:
-    path = repo.config.path
-    before = borg_repository.check_position(path)
+    path = repo.local_path
+    before = borg_repository.check_position(path) if path is not None else previous.position
     started, result = time.monotonic(), None
     try:
         result = guarded(ctx.run, repo, ctx.log)(plan(job, repo, max_duration_arg=asked,
@@ -214,10 +230,13 @@ def _run_repository_check(ctx: RunContext, job: CheckJob, repo: Repo, asked: int
         # Borg's own run time (it holds the exclusive lock within it); without a result
         # (failure) the time since the step began, waiting for an outside lock included.
         lock_seconds = result.duration if result is not None else time.monotonic() - started
-        after = borg_repository.check_position(path) if job.mode == "slice" else None
+        after = _position_after(path, result, before) if job.mode == "slice" else None
         stats = coverage(mode="full" if job.mode == "full" else "slice", ok=ok,
-                         segments=borg_repository.segment_ids(path), before=before, after=after,
-                         now=time.time(), previous=previous)
+                         segments=borg_repository.segment_ids(path) if path is not None else [],
+                         before=before, after=after, now=time.time(), previous=previous)
+        if path is None:  # the server's segments are out of sight: no coverage ratio
+            for key in ("segments", "checked_segments", "coverage"):
+                stats.pop(key)
         overshoot = previous.overshoot if asked is None else measured_overshoot(
             lock_seconds=lock_seconds, asked=asked, stopped_for_time=after is not None,
             previous=previous.overshoot)
@@ -226,10 +245,12 @@ def _run_repository_check(ctx: RunContext, job: CheckJob, repo: Repo, asked: int
 
 
 def _log_coverage(ctx: RunContext, stats: dict[str, Any]) -> None:
-    percent = 100 * stats["coverage"]
     state = ("pass complete" if stats["pass_complete"]
              else f"position segment {stats['position']}")
     last = stats["last_full_pass"]
     ago = "never" if last is None else f"{format_duration(time.time() - last)} ago"
-    ctx.log(f"repository check coverage: {percent:.1f}% of {stats['segments']} segments "
-            f"({state}); last full pass completed: {ago}")
+    if "coverage" in stats:
+        ctx.log(f"repository check coverage: {100 * stats['coverage']:.1f}% of "
+                f"{stats['segments']} segments ({state}); last full pass completed: {ago}")
+    else:
+        ctx.log(f"repository check on the server: {state}; last full pass completed: {ago}")

@@ -84,6 +84,9 @@ class DriveSyncJob(JobBase):
 
     def check_refs(self, config: Config, path: tuple[str, ...], problems: Problems) -> None:
         check_ref(problems, (*path, "repo"), "repo", self.repo, config.repos)
+        if self.repo in config.repos and config.repos[self.repo].path is None:
+            problems.add((*path, "repo"), f"repository {self.repo} is on a server (`url`): "
+                         "a drive sync copies a repository on this machine")
         for index, name in enumerate(self.drives):
             check_ref(problems, (*path, "drives", f"[{index}]"), "drive", name, config.drives)
 
@@ -116,6 +119,7 @@ def plan(job: DriveSyncJob, config: Config, mountpoint: Path, *,
     """The copies for one drive mounted at ``mountpoint``; with ``progress`` each copy
     reports its progress."""
     repo = config.repos[job.repo]
+    assert repo.path is not None  # check_refs: a repository on this machine
     dest = mountpoint / repo_target(job, config)
     mirror = rsync.mirror_argv(repo.path, dest, (*REPO_EXCLUDES, *job.rsync_options),
                                progress=progress)
@@ -222,7 +226,7 @@ def execute(ctx: RunContext) -> None:
 
 
 def _require_repo(repo: RepoConfig, name: str) -> None:
-    if not (repo.path / "config").is_file():
+    if repo.path is None or not (repo.path / "config").is_file():
         raise PhobosError(f"repo {name}: {repo.path} is not a Borg repository",
                           "check [repos] path, and that the storage is mounted in the "
                           "namespace (`phobos ns status`)")

@@ -15,6 +15,7 @@ from phobos.core.locks import holders as phobos_holders
 from phobos.core.model import format_duration
 from phobos.core.proc import Log, StepRunner
 from phobos.core.step import Step
+from phobos.repos.remote import diagnosed
 from phobos.repos.repo import Repo
 from phobos.tools import borg as borgtool
 from phobos.tools import borg_repository
@@ -38,7 +39,10 @@ def wait_for_borg_locks(repo: Repo, *, exclusive: bool, log: Log,
     removing one. Gives up waiting when ``lock_wait`` has passed and lets Borg fail,
     which explains its lock error with the holder.
     """
-    places = [repo.config.path, borg_repository.cache_dir(repo.config.path, repo.config.base_dir)]
+    path = repo.local_path
+    if path is None:  # a server's locks are out of sight: Borg waits for them itself
+        return max(1, round(repo.config.lock_wait))
+    places = [path, borg_repository.cache_dir(path, repo.config.base_dir)]
     deadline = time.monotonic() + repo.config.lock_wait
     next_report = 0.0
     while True:
@@ -48,14 +52,14 @@ def wait_for_borg_locks(repo: Repo, *, exclusive: bool, log: Log,
             break
         if time.monotonic() >= next_report:
             for holder in live:
-                log(f"{repo.config.path} is locked {_whose(holder, repo.lock_dir)}: "
+                log(f"{path} is locked {_whose(holder, repo.lock_dir)}: "
                     f"{holder.describe()}; waiting up to "
                     f"{format_duration(deadline - time.monotonic())}")
             next_report = time.monotonic() + 60.0
         time.sleep(poll)
     stale = [h for h in holders if h.alive is False]
     for holder in stale:
-        log(f"{repo.config.path}: {holder.describe()}")
+        log(f"{path}: {holder.describe()}")
     if stale and not live:
         return borgtool.STALE_LOCK_WAIT
     return max(1, round(deadline - time.monotonic()))
@@ -84,7 +88,11 @@ def _whose(holder: borg_repository.LockHolder, lock_dir: Path | None) -> str:
 
 def guarded(run: StepRunner, repo: Repo, log: Log) -> StepRunner:
     """``run``, but each Borg step first waits out outside Borg locks (see
-    :func:`wait_for_borg_locks`) and gets the fitting ``--lock-wait``."""
+    :func:`wait_for_borg_locks`) and gets the fitting ``--lock-wait``; for a repository
+    over SSH, a step that failed because SSH did raises that typed error instead
+    (:func:`phobos.repos.remote.diagnosed`)."""
+    if repo.endpoint is not None:
+        return diagnosed(run, repo.endpoint)
 
     def guarded_run(step: Step) -> proc.Result:
         if "--lock-wait" in step.argv:

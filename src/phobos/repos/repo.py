@@ -24,9 +24,11 @@ from phobos.config.schema import Problems, suggest
 from phobos.config.tables import RepoConfig
 from phobos.core.step import Step
 from phobos.errors import PhobosError, UsageError
+from phobos.repos.remote import borg_env, endpoint, require_key
 from phobos.tools import borg as borgtool
 from phobos.tools import borg_repository
 from phobos.tools.borg_contents import copy_env
+from phobos.tools.ssh import Endpoint
 
 # --- configuration ---------------------------------------------------------------------
 
@@ -66,32 +68,38 @@ def passphrase_of(repo: RepoConfig) -> str | None:
 def access(config: Config, name: str, borg: borgtool.Borg) -> borgtool.Access:
     """How Borg reaches repository ``name`` (reads the passphrase file, if any)."""
     repo = repo_config(config, name)
-    return borgtool.access(borg, repo.path, lock_wait=repo.lock_wait, base_dir=repo.base_dir,
-                           passcommand=repo.passcommand, passphrase=passphrase_of(repo))
+    return borgtool.access(borg, repo.location, lock_wait=repo.lock_wait,
+                           base_dir=repo.base_dir, passcommand=repo.passcommand,
+                           passphrase=passphrase_of(repo),
+                           remote_env=borg_env(config, name) if repo.url else None)
 
 
 # --- Borg steps ---------------------------------------------------------------------------
 
 
 def borg_step(name: str, argv: Sequence[str], acc: borgtool.Access, borg: borgtool.Borg,
-              repo_path: Path, *, capture: bool = False, problems_fail: bool = False,
+              repo_path: Path | None, *, capture: bool = False, problems_fail: bool = False,
               cwd: str | None = None) -> Step:
-    """A Borg step with the repository's environment, passphrase pipe and exit codes."""
+    """A Borg step with the repository's environment, passphrase pipe and exit codes
+    (``repo_path`` None: a remote repository, whose lock files are out of reach)."""
     return Step(name=name, argv=tuple(argv), env=acc.env, secrets=acc.secrets,
                 stdin=acc.stdin, capture=capture, cwd=cwd,
                 warn_codes=borgtool.warn_codes(borg, problems_fail=problems_fail),
                 explain=explainer(repo_path, problems_fail=problems_fail))
 
 
-def explainer(repo_path: Path, *, problems_fail: bool = False) -> Callable[[int], str]:
-    """Explains a Borg exit code; for lock failures it names who holds Borg's lock."""
+def explainer(repo_path: Path | None, *,
+              problems_fail: bool = False) -> Callable[[int], str]:
+    """Explains a Borg exit code; for lock failures it names who holds Borg's lock
+    (when the repository is on this machine: ``repo_path``)."""
 
     def explain(code: int) -> str:
         if problems_fail and code == 1:
             return "the check found problems in the repository (see the log)"
         meaning = borgtool.meaning(code)
-        if code in borgtool.LOCK_CODES or code == 2:
-            holders = [h for h in borg_repository.lock_holders(repo_path) if h.pid != os.getpid()]
+        if repo_path is not None and (code in borgtool.LOCK_CODES or code == 2):
+            holders = [h for h in borg_repository.lock_holders(repo_path)
+                       if h.pid != os.getpid()]
             if holders:
                 meaning += "; " + "; ".join(h.describe() for h in holders)
         return meaning
@@ -108,12 +116,23 @@ class Repo:
     borg: borgtool.Borg
     access: borgtool.Access
     lock_dir: Path | None = None  # phobos's resource locks: who runs which job
+    endpoint: Endpoint | None = None  # where Borg logs in, for a repository over SSH
 
     @classmethod
     def open(cls, config: Config, name: str) -> Repo:
         borg = borgtool.find(cache=config.paths.state / "borg-version.json")
-        return cls(name=name, config=repo_config(config, name), borg=borg,
-                   access=access(config, name, borg), lock_dir=config.paths.run / "locks")
+        repo = repo_config(config, name)
+        server = endpoint(config, name) if repo.url else None
+        if server is not None:
+            require_key(server)
+        return cls(name=name, config=repo, borg=borg,
+                   access=access(config, name, borg), lock_dir=config.paths.run / "locks",
+                   endpoint=server)
+
+    @property
+    def local_path(self) -> Path | None:
+        """The repository's directory on this machine (None: on a server, over SSH)."""
+        return self.config.path if self.config.url is None else None
 
     @classmethod
     def copy_at(cls, config: Config, name: str, location: Path, private_dir: Path) -> Repo:
@@ -133,7 +152,7 @@ class Repo:
                    borg=main.borg, access=copy, lock_dir=None)
 
     def step(self, name: str, argv: Sequence[str], **kwargs: Any) -> Step:
-        return borg_step(name, argv, self.access, self.borg, self.config.path, **kwargs)
+        return borg_step(name, argv, self.access, self.borg, self.local_path, **kwargs)
 
 
 # --- running steps outside a job --------------------------------------------------------

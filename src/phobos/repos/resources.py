@@ -13,6 +13,7 @@ from phobos.core import locks
 from phobos.core.locks import LockSet, Resource
 from phobos.core.model import BusyPolicy, format_duration
 from phobos.errors import Busy, PhobosError
+from phobos.repos.remote import link_of
 
 
 def _within(path: Path, parent: Path) -> bool:
@@ -41,10 +42,17 @@ def source_resources(config: Config, sources: Iterable[Path]) -> list[Resource]:
 
 def repo_resources(config: Config, name: str, *, write: bool) -> list[Resource]:
     """``repo:<name>`` (exclusive for anything that takes Borg's exclusive lock) and
-    ``storage`` (shared) if the repository lives on the backup storage."""
+    ``storage`` (shared) if the repository lives on the backup storage; for one over
+    SSH, ``net:<link>`` instead, taken as the repository is: writers (create, prune,
+    check) take turns on the link, readers share it."""
     found = [locks.repo(name, write=write)]
     repo = config.repos.get(name)
-    if repo is not None and _within(repo.path, config.storage.root):
+    if repo is None:
+        return found
+    link = link_of(repo)
+    if link is not None:
+        found.append(locks.net(link, write=write))
+    elif repo.path is not None and _within(repo.path, config.storage.root):
         found.append(locks.storage(write=False))
     return found
 
@@ -58,10 +66,12 @@ def cli_lock(config: Config, name: str, *, write: bool, what: str, wait: bool | 
     it should end, and wait for it (up to the repository's ``lock_wait``, repeating the
     news every minute); otherwise fail at once with that message (exit 3), rather than
     leaving Borg waiting behind the job. ``wait`` None: the operation cannot wait (False:
-    it could, but was asked not to with ``--no-wait``).
+    it could, but was asked not to with ``--no-wait``). The link of a repository over
+    SSH is not taken: a person's look at one repository must not wait for a job sending
+    another one's data over the same link.
     """
     lock_set = LockSet(config.paths.run / "locks", f"cli: repo {what}", 0)
-    resources = repo_resources(config, name, write=write)
+    resources = [r for r in repo_resources(config, name, write=write) if r.kind != locks.NET]
     try:
         lock_set.acquire(resources, BusyPolicy.FAIL, 0.0)
     except Busy as exc:

@@ -33,7 +33,8 @@ def _hidden_from_here(config: Config, repo: RepoConfig) -> bool:
     process (the web dashboard, say) is outside it."""
     from phobos import namespace
 
-    if config.storage.device is None or not repo.path.is_relative_to(config.storage.root):
+    if config.storage.device is None or repo.path is None \
+            or not repo.path.is_relative_to(config.storage.root):
         return False
     return not namespace.is_inside(namespace.of(config))
 
@@ -56,19 +57,20 @@ def summary(config: Config, name: str, history: Any) -> dict[str, Any]:
     the sliced check's live position, Borg lock holders, the last archive and check."""
     repo = repo_config(config, name)
     hidden = _hidden_from_here(config, repo)
-    if hidden:  # files out of sight are unknown, not "not initialized"
-        files: dict[str, Any] = {"initialized": None, "segments": None, "check_position": None,
-                 "pass_coverage": None, "borg_locks": []}
-    else:
-        files = _files_summary(repo.path)
-    out: dict[str, Any] = {"name": name, "path": str(repo.path), "hidden": hidden, **files,
-                           "last_archive": None, "last_check": None}
+    files: dict[str, Any] = {"initialized": None, "segments": None, "check_position": None,
+                             "pass_coverage": None, "borg_locks": []}
+    if repo.path is not None and not hidden:  # files out of sight are unknown, not
+        files = _files_summary(repo.path)     # "not initialized"
+    out: dict[str, Any] = {"name": name, "path": repo.location, "remote": repo.url is not None,
+                           "hidden": hidden, **files, "last_archive": None, "last_check": None}
     archive = _latest_stats(config, history, name, "archive", "archive")
     if archive is not None:
         out["last_archive"] = {"job": archive[0], "run_id": archive[1].id,
                                "started": archive[1].started, **archive[1].stats}
-    check = _latest_stats(config, history, name, "check", "segments")
+    check = _latest_stats(config, history, name, "check", "pass_complete")
     if check is not None:
         out["last_check"] = {"job": check[0], "run_id": check[1].id,
                              "started": check[1].started, **check[1].stats}
+        if repo.url is not None:  # the server keeps the position; its last report
+            out["check_position"] = check[1].stats.get("position")
     return out

@@ -157,8 +157,10 @@ def base_env(base_dir: Path | None = None) -> dict[str, str]:
 
 def access(borg: Borg, location: Path | str, *, lock_wait: float,
            base_dir: Path | None = None, passcommand: str | None = None,
-           passphrase: str | None = None) -> Access:
-    """The Access for a repository; at most one of passcommand and passphrase."""
+           passphrase: str | None = None,
+           remote_env: Mapping[str, str] | None = None) -> Access:
+    """The Access for a repository; at most one of passcommand and passphrase.
+    ``remote_env`` (``BORG_RSH``, ``BORG_REMOTE_PATH``) for one reached over SSH."""
     if passcommand is not None and passphrase is not None:
         raise ValueError("give Borg either a passcommand or a passphrase, not both")
     env: dict[str, str] = {
@@ -167,6 +169,7 @@ def access(borg: Borg, location: Path | str, *, lock_wait: float,
         "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "no",
         "BORG_DISPLAY_PASSPHRASE": "no",
         **base_env(base_dir),
+        **(remote_env or {}),
     }
     if borg.modern_exit_codes:
         env["BORG_EXIT_CODES"] = "modern"
@@ -370,6 +373,14 @@ _MEANINGS: Mapping[int, str] = MappingProxyType({
     70: "cannot acquire the repository lock", 71: "cannot acquire the repository lock",
     72: "cannot create the repository lock", 73: "timed out waiting for the repository lock",
     74: "lock was not held", 75: "lock held by someone else",
+    80: "the connection to the repository's server closed (network, SSH, or Borg not "
+        "working on the server)", 81: "the connection to the repository's server closed "
+    "(network, SSH, or Borg not working on the server)",
+    82: "the server's Borg does not know this request (too old?)",
+    83: "the server does not allow this repository path (--restrict-to-repository)",
+    84: "the server's Borg is too old", 85: "the server could not read the request",
+    86: "unexpected data from the server", 87: "the connection to the repository's server "
+    "broke",
     90: "data integrity error", 91: "file integrity error", 92: "decompression error",
     100: "a file changed while it was backed up",
     101: "an include pattern never matched", 102: "backup error on some files",
@@ -430,3 +441,22 @@ def with_lock_wait(argv: Sequence[str], seconds: int) -> list[str]:
     if "--lock-wait" in out:
         out[out.index("--lock-wait") + 1] = str(max(1, seconds))
     return out
+
+
+# --- what borg check reports -----------------------------------------------------------------
+
+
+_SLICE_END = re.compile(r"finished partial segment check, last segment checked is (\d+)")
+_PASS_END = re.compile(r"finished segment check at segment (-?\d+)")
+
+
+def reported_check_position(lines: Iterable[str]) -> tuple[bool, int | None]:
+    """Where ``borg check --info`` says the repository part stopped, from its log
+    lines (a server's are prefixed ``Remote:``): (said so, position), the position
+    None when the pass completed."""
+    for line in reversed(list(lines)):
+        if match := _SLICE_END.search(line):
+            return True, int(match.group(1))
+        if _PASS_END.search(line):
+            return True, None
+    return False, None

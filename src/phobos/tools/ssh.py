@@ -39,8 +39,9 @@ KEYSCAN_TIMEOUT_SECONDS = 10
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Endpoint:
-    """Where and as whom phobos logs in. ``name`` is the phobos host name (the alias
-    its key is pinned under)."""
+    """Where and as whom phobos logs in. ``name`` is the phobos host name, or with
+    ``repo`` the name of a remote Borg repository whose server this is; the key is
+    pinned under :attr:`alias`."""
 
     name: str
     address: str
@@ -48,6 +49,41 @@ class Endpoint:
     user: str = "root"
     identity: Path
     known_hosts: Path
+    repo: bool = False
+
+    @property
+    def alias(self) -> str:
+        """The name its key is pinned under: the host's name, ``repo:NAME`` for the
+        server of a repository (a ``:`` never appears in a host name, so the two kinds
+        never share an entry)."""
+        return f"repo:{self.name}" if self.repo else self.name
+
+    @property
+    def noun(self) -> str:
+        """``host luv`` or ``the server of repository offsite``, for messages."""
+        return f"the server of repository {self.name}" if self.repo else f"host {self.name}"
+
+    def command(self, action: str) -> str:
+        """The phobos command that does ``action`` (pin, rekey, test, authorize) here."""
+        if self.repo:
+            return {"pin": f"phobos repo trust {self.name}",
+                    "rekey": f"phobos repo trust {self.name} --rekey",
+                    "test": f"phobos repo info {self.name}",
+                    "authorize": f"phobos repo trust {self.name}"}[action]
+        return {"pin": f"phobos host add {self.name} {self.address}",
+                "rekey": f"phobos host rekey {self.name}",
+                "test": f"phobos host test {self.name}",
+                "authorize": f"phobos host add {self.name} {self.address}"}[action]
+
+    @property
+    def owner(self) -> str:
+        """Whose key it is: ``luv``, or ``the server of repository offsite``."""
+        return self.noun if self.repo else self.name
+
+    @property
+    def table(self) -> str:
+        return f"`url` in [repos.{self.name}]" if self.repo else \
+            f"`address` and `port` in [hosts.{self.name}]"
 
     @property
     def where(self) -> str:
@@ -60,6 +96,52 @@ class Endpoint:
         """``user@address`` as rsync's remote spec wants it (IPv6 in brackets)."""
         host = f"[{self.address}]" if ":" in self.address else self.address
         return f"{self.user}@{host}"
+
+
+_SSH_URL = re.compile(r"^ssh://(?:(?P<user>[^@/:\s]+)@)?"
+                      r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^@/:\s\[\]]+)"
+                      r"(?::(?P<port>[0-9]+))?(?P<path>/\S*)$")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SshUrl:
+    """``ssh://[user@]host[:port]/path`` as Borg reads it. ``path`` keeps its leading
+    ``/``: Borg's ``/~/x`` and ``/./x`` mean x below the login's home directory."""
+
+    user: str | None
+    host: str  # IPv6 without brackets
+    port: int
+    path: str
+
+    @property
+    def server_path(self) -> str:
+        """The path as the server's ``borg serve`` sees it from the login's home
+        directory (its working directory under a forced command): absolute paths as
+        they are, ``/~/x`` and ``/./x`` as ``x``."""
+        for prefix in ("/~/", "/./"):
+            if self.path.startswith(prefix):
+                return self.path[len(prefix):]
+        return self.path
+
+
+def parse_ssh_url(text: str) -> SshUrl:
+    """The parts of an ``ssh://`` URL; ValueError saying what is wrong."""
+    match = _SSH_URL.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not an ssh://[user@]host[:port]/path URL")
+    if match.group("host").startswith("-") or (match.group("user") or "").startswith("-"):
+        raise ValueError(f"{text!r}: a host or user name cannot start with '-'")
+    port = int(match.group("port") or 22)
+    if not 0 < port < 65536:
+        raise ValueError(f"{port} is not a TCP port (1-65535)")
+    path = match.group("path")
+    if path.rstrip("/") in ("", "/~", "/.") or ".." in path.split("/"):
+        raise ValueError(f"{path!r} does not name a repository directory (no '..')")
+    if any(c in path for c in "\"'\\,"):
+        raise ValueError(f"{path!r} contains a quote, backslash or comma (it goes into "
+                         "authorized_keys)")
+    return SshUrl(user=match.group("user"), host=match.group("host").strip("[]"),
+                  port=port, path=path)
 
 
 def option_path(path: Path) -> str:
@@ -88,7 +170,7 @@ def pinned_options(*, port: int, known_hosts: Path, alias: str,
 def ssh_options(ep: Endpoint) -> tuple[str, ...]:
     """Options for every phobos pull connection: pinned key, our key only, no prompts."""
     return (
-        *pinned_options(port=ep.port, known_hosts=ep.known_hosts, alias=ep.name,
+        *pinned_options(port=ep.port, known_hosts=ep.known_hosts, alias=ep.alias,
                         identity=ep.identity),
         # A dead link must end the transfer, not hang it until the job's timeout.
         "-o", "ServerAliveInterval=15",
@@ -222,16 +304,16 @@ def diagnose(lines: Sequence[str], ep: Endpoint) -> SshFailure | None:
     text = _plain(lines)
     joined = "\n".join(text)
     if "REMOTE HOST IDENTIFICATION HAS CHANGED" in joined:
-        return key_changed(ep, pinned(ep.known_hosts, ep.name), offered_fingerprint(text))
+        return key_changed(ep, pinned(ep.known_hosts, ep.alias), offered_fingerprint(text))
     if "Host key verification failed" in joined:
         return key_unknown(ep)
     if "Permission denied" in joined:
         return LoginRefused(
-            f"host {ep.name} ({ep.where}) refused phobos's key {ep.identity} for user "
+            f"{ep.noun} ({ep.where}) refused phobos's key {ep.identity} for user "
             f"{ep.user}",
-            f"add the line printed by `phobos host add {ep.name} {ep.address}` to "
-            f"~{ep.user}/.ssh/authorized_keys on {ep.name}, then run "
-            f"`phobos host test {ep.name}`")
+            f"add the line printed by `{ep.command('authorize')}` to "
+            f"~{ep.user}/.ssh/authorized_keys on {ep.owner}, then run "
+            f"`{ep.command('test')}`")
     for line in text:
         match = _CONNECT.search(line) or _RESOLVE.search(line)
         if match:
@@ -244,16 +326,16 @@ def diagnose(lines: Sequence[str], ep: Endpoint) -> SshFailure | None:
 
 def unreachable(ep: Endpoint, reason: str) -> HostUnreachable:
     return HostUnreachable(
-        f"host {ep.name} ({ep.where}) is unreachable: {reason}",
-        f"check that {ep.name} is up, that `address` and `port` in [hosts.{ep.name}] are "
-        f"right and that sshd listens there; `phobos host test {ep.name}` checks again")
+        f"{ep.noun} ({ep.where}) is unreachable: {reason}",
+        f"check that {ep.owner} is up, that {ep.table} {'is' if ep.repo else 'are'} right and "
+        f"that sshd listens there; `{ep.command('test')}` checks again")
 
 
 def key_unknown(ep: Endpoint) -> HostKeyUnknown:
     return HostKeyUnknown(
-        f"no host key is pinned for {ep.name} in {ep.known_hosts}, so phobos will not "
+        f"no host key is pinned for {ep.owner} in {ep.known_hosts}, so phobos will not "
         "connect to it",
-        f"run `phobos host add {ep.name} {ep.address}`: it shows the host's key "
+        f"run `{ep.command('pin')}`: it shows the host's key "
         "fingerprint and pins it after you confirm")
 
 
@@ -262,9 +344,9 @@ def key_changed(ep: Endpoint, old: Sequence[HostKey], offered: str | None) -> Ho
     was = ", ".join(k.describe() for k in old) or "(none readable)"
     now = offered or "a different key"
     return HostKeyChanged(
-        f"the host key of {ep.name} ({ep.where}) has CHANGED: pinned {was}, the host now "
+        f"the host key of {ep.owner} ({ep.where}) has CHANGED: pinned {was}, the host now "
         f"offers {now}. phobos refuses to connect: this is what a man-in-the-middle "
         "attack looks like, or the host was reinstalled",
-        f"check the new fingerprint on {ep.name} itself (on its console: `ssh-keygen -lf "
+        f"check the new fingerprint on {ep.owner} itself (on its console: `ssh-keygen -lf "
         f"/etc/ssh/ssh_host_ed25519_key.pub`); if it matches, accept it with "
-        f"`phobos host rekey {ep.name}`")
+        f"`{ep.command('rekey')}`")
