@@ -117,6 +117,8 @@ class RemoteHost:
             PasswordAuthentication no
             KbdInteractiveAuthentication no
             MaxStartups 50
+            ClientAliveInterval 5
+            ClientAliveCountMax 3
             LogLevel VERBOSE
             """))
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
