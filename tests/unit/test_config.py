@@ -67,9 +67,9 @@ BAD_CONFIGS = [
         argv = ["x"]
         """,
         ["{f}:5: jobs.a.kind: 'comand' is not a job kind (did you mean 'command'?); kinds: "
-         "pull, archive, check, drill, drive-sync, borgmatic, command",
+         "pull, archive, check, drill, drive-sync, cloud-sync, borgmatic, command",
          "{f}:6: jobs.b.kind: required key is missing (one of: pull, archive, check, drill, "
-         "drive-sync, borgmatic, command)"],
+         "drive-sync, cloud-sync, borgmatic, command)"],
     ),
     (  # references to undefined tables
         """

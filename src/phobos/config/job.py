@@ -58,3 +58,9 @@ class JobBase:
         """(paths the job puts into a repository, its exclude patterns): the layout check
         refuses keys and state among them."""
         return (), ()
+
+    def freshness(self) -> float | None:
+        """How old (seconds) the job's last success may get before the job counts as
+        overdue, schedule or not (an off-site copy's ``max_age``); None: only missing
+        a scheduled slot does."""
+        return None

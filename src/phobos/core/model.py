@@ -12,6 +12,7 @@ class JobKind(StrEnum):
     CHECK = "check"
     DRILL = "drill"
     DRIVE_SYNC = "drive-sync"
+    CLOUD_SYNC = "cloud-sync"
     BORGMATIC = "borgmatic"
     COMMAND = "command"
 

@@ -49,8 +49,11 @@ class Tool:
 TOOLS = (
     Tool(name="rsync", purpose="pulls and drive syncs", package="rsync", minimum=(3, 1, 0),
          needed=lambda c: bool(_kinds(c) & {JobKind.PULL, JobKind.DRIVE_SYNC})),
-    Tool(name="ssh", purpose="pulling remote hosts", package="openssh-client",
-         needed=lambda c: bool(c.hosts)),
+    Tool(name="ssh", purpose="pulling remote hosts and reaching repositories over SSH",
+         package="openssh-client",
+         needed=lambda c: bool(c.hosts) or any(r.url for r in c.repos.values())),
+    Tool(name="rclone", purpose="cloud copies (cloud-sync jobs)", package="rclone",
+         minimum=(1, 53, 0), needed=lambda c: JobKind.CLOUD_SYNC in _kinds(c)),
     Tool(name="cryptsetup", purpose="unlocking LUKS drives", package="cryptsetup-bin",
          minimum=(2, 0, 0), needed=lambda c: any(d.unlock == "luks"
                                                  for d in c.drives.values())),

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 KIND_MODULES: dict[JobKind, str] = {
     JobKind.COMMAND: "phobos.jobs.command",
     JobKind.DRIVE_SYNC: "phobos.jobs.drive_sync",
+    JobKind.CLOUD_SYNC: "phobos.jobs.cloud_sync",
     JobKind.PULL: "phobos.jobs.pull",
     JobKind.ARCHIVE: "phobos.jobs.archive",
     JobKind.CHECK: "phobos.jobs.check",

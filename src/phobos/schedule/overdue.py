@@ -1,7 +1,8 @@
 """Overdue detection with one notification per episode.
 
-A job is overdue when it missed its slot (see :func:`phobos.schedule.plan.job_timing`); a
-drive when it was not synced within its ``max_age`` (the off-site copy is getting old).
+A job is overdue when it missed its slot, or when its off-site copy (a cloud-sync job) is
+older than its ``max_age`` (see :func:`phobos.schedule.plan.job_timing`); a drive when it
+was not synced within its ``max_age`` (the off-site copy is getting old).
 ``phobos overdue --notify`` (run hourly by a timer or the daemon) sends an OVERDUE
 event to the notifiers once per *episode*: the episode is identified by the missed
 elapse, recorded in ``overdue.json`` in the state directory, and ends when the job
@@ -18,6 +19,7 @@ from pathlib import Path
 from phobos.config.model import Config
 from phobos.core.files import write_atomic
 from phobos.core.history import History
+from phobos.core.model import format_duration
 from phobos.notify.base import EventKind, RunEvent, dispatch
 from phobos.schedule.plan import job_timing, typical_duration
 
@@ -83,8 +85,14 @@ def _event(config: Config, name: str, due: datetime) -> RunEvent:
                         message=f"drive {drive} is overdue for its sync: plug it in "
                         f"(max_age {config.drives[drive].max_age / 86400:.0f} days)")
     job = config.jobs[name]
+    max_age = job.freshness()
+    if max_age is not None:
+        message = (f"the off-site copy of {name} is older than its max_age "
+                   f"({format_duration(max_age)}) or {name} missed its slot: overdue since "
+                   f"{due:%Y-%m-%d %H:%M}, and it has not succeeded since")
+    else:
+        message = (f"{name} should have run at {due:%Y-%m-%d %H:%M} "
+                   f"(schedule {job.schedule}) and has not succeeded since")
     return RunEvent(kind=EventKind.OVERDUE, job=name, job_kind=str(job.kind), run_id=None,
-                    trigger="overdue",
-                    message=f"{name} should have run at {due:%Y-%m-%d %H:%M} "
-                    f"(schedule {job.schedule}) and has not succeeded since")
+                    trigger="overdue", message=message)
 

@@ -74,23 +74,29 @@ class Timing:
 
 def job_timing(job: JobBase, now: datetime, last_success: Run | None,
                first_run: Run | None, typical: Typical | None = None) -> Timing:
-    """Next run, and whether a scheduled job missed its slot.
+    """Next run, and whether the job is overdue.
 
-    A job is overdue when the first elapse after its last success (or, never having
-    succeeded, after its first recorded run) lies before ``now`` by more than the grace
-    (an hour, or the typical p90 if longer): a missed timer, a machine that was off, or
-    a job that keeps failing. A job never run at all is not overdue: phobos cannot know
-    when it was set up.
+    A scheduled job is overdue when the first elapse after its last success (or, never
+    having succeeded, after its first recorded run) lies before ``now`` by more than the
+    grace (an hour, or the typical p90 if longer): a missed timer, a machine that was
+    off, or a job that keeps failing. A job with a ``max_age`` (an off-site copy, see
+    :meth:`~phobos.config.job.JobBase.freshness`) is also overdue, schedule or not,
+    when its last success is older than that. A job never run at all is not overdue:
+    phobos cannot know when it was set up.
     """
     spec = calendar_of(job)
-    if spec is None:
-        return Timing(next_run=None, overdue=False, due_since=None)
-    next_run = next_elapse(spec, now)
+    next_run = next_elapse(spec, now) if spec is not None else None
     reference = last_success or first_run
     if reference is None:
         return Timing(next_run=next_run, overdue=False, due_since=None)
     since = datetime.fromtimestamp(reference.ended or reference.started, tz=now.tzinfo)
-    due = next_elapse(spec, since)
+    due = next_elapse(spec, since) if spec is not None else None
     grace = max(DEFAULT_GRACE, timedelta(seconds=(typical.p90 or 0.0) if typical else 0.0))
-    overdue = due is not None and due + grace < now
-    return Timing(next_run=next_run, overdue=overdue, due_since=due if overdue else None)
+    missed = due is not None and due + grace < now
+    max_age = job.freshness()
+    stale_since = None if max_age is None else since + timedelta(seconds=max_age)
+    stale = stale_since is not None and stale_since < now
+    if not (missed or stale):
+        return Timing(next_run=next_run, overdue=False, due_since=None)
+    candidates = [d for d, hit in ((due, missed), (stale_since, stale)) if hit and d]
+    return Timing(next_run=next_run, overdue=True, due_since=min(candidates))

@@ -51,9 +51,17 @@ def _drill(stats: Mapping[str, Any]) -> str:
     return f"{stats['files_checked']} files checked, {stats['mismatches']} mismatches"
 
 
+def _cloud_sync(stats: Mapping[str, Any]) -> str:
+    if "bytes_sent" not in stats:
+        return ""
+    verified = (f", {stats.get('files_verified', '?')} files verified by "
+                f"{stats.get('verified_by', '?')}" if stats.get("verified") else "")
+    return f"{size(stats['bytes_sent'])} sent{verified}"
+
+
 _BY_KIND: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "pull": _pull, "archive": _archive, "check": _check, "drive-sync": _drive_sync,
-    "drill": _drill,
+    "drill": _drill, "cloud-sync": _cloud_sync,
 }
 
 

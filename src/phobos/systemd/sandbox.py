@@ -49,6 +49,7 @@ KIND_CAPS: Mapping[JobKind, frozenset[str]] = {
     JobKind.CHECK: frozenset({"CAP_DAC_READ_SEARCH"}),
     JobKind.DRILL: FILE_CAPS,
     JobKind.DRIVE_SYNC: FILE_CAPS | DRIVE_CAPS,
+    JobKind.CLOUD_SYNC: frozenset({"CAP_DAC_READ_SEARCH"}),
     JobKind.BORGMATIC: FILE_CAPS,
     JobKind.COMMAND: FILE_CAPS,
 }
@@ -57,6 +58,7 @@ KIND_FAMILIES: Mapping[JobKind, frozenset[str]] = {
     JobKind.PULL: INET,
     JobKind.BORGMATIC: INET | {"AF_UNIX"},  # hooks, remote repositories
     JobKind.DRIVE_SYNC: frozenset({"AF_UNIX"}),  # udevadm settle
+    JobKind.CLOUD_SYNC: INET | {"AF_UNIX"},  # rclone to its remote; name resolution
 }
 # Kinds that change owners or identities (chown and setuid calls are @privileged).
 PRIVILEGED_KINDS = frozenset({JobKind.PULL, JobKind.DRILL, JobKind.DRIVE_SYNC,
@@ -232,6 +234,9 @@ def job_sandbox(config: Config, name: str) -> Sandbox:
     extra = config.systemd.sandbox.get(name)
     if extra is not None:
         optional.update(extra.read_write_paths)
+    if kind is JobKind.CLOUD_SYNC:  # rclone saves refreshed OAuth tokens next to its config
+        rclone_config = getattr(job, "rclone_config", None) or config.paths.keys / "rclone.conf"
+        optional.add(rclone_config.parent)
     drive = kind in DRIVE_KINDS
     hidden = _uses_namespace(config, job)
     # Drives are mounted in the backup namespace, so their users join it; a job that
@@ -244,7 +249,8 @@ def job_sandbox(config: Config, name: str) -> Sandbox:
         write=frozenset(must), write_optional=frozenset(optional),
         home_read=kind in READ_ANYWHERE_KINDS or any(in_home(p) for p in touched),
         families=KIND_FAMILIES.get(kind, frozenset()) | (
-            INET if extra is not None and extra.network else frozenset()),
+            INET if (extra is not None and extra.network) or _uses_net(config, job)
+            else frozenset()),
         capabilities=KIND_CAPS[kind] | (NAMESPACE_CAPS if joins else frozenset())
         | (STORAGE_MOUNT_CAPS if private else frozenset()),
         privileged_calls=kind in PRIVILEGED_KINDS, resource_calls=drive,
@@ -253,6 +259,11 @@ def job_sandbox(config: Config, name: str) -> Sandbox:
                  else frozenset()),
         host_devices=drive or private,
         suid=kind in SUID_KINDS or (extra is not None and extra.setuid))
+
+
+def _uses_net(config: Config, job: JobBase) -> bool:
+    """A job reaching over the network by its resources: a repository over SSH."""
+    return any(r.kind == locks.NET for r in job.resources(config))
 
 
 def _uses_drive(config: Config, job: JobBase) -> bool:
