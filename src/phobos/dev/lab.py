@@ -117,6 +117,7 @@ class RemoteHost:
             PasswordAuthentication no
             KbdInteractiveAuthentication no
             MaxStartups 50
+            Subsystem sftp internal-sftp
             ClientAliveInterval 5
             ClientAliveCountMax 3
             LogLevel VERBOSE
