@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from phobos.config.checks import (
     device_problem,
@@ -23,7 +24,9 @@ from phobos.config.checks import (
     uuid_problem,
 )
 from phobos.config.schema import Duration, setting
-from phobos.tools.ssh import SshUrl, parse_ssh_url
+
+if TYPE_CHECKING:
+    from phobos.tools.ssh import SshUrl
 
 DEFAULT_LED_LIMIT = 50
 
@@ -97,6 +100,8 @@ class RepoConfig:
     @property
     def remote(self) -> SshUrl | None:
         """The parts of ``url`` (None for a repository on this machine)."""
+        from phobos.tools.ssh import parse_ssh_url  # only where a repository is remote
+
         return None if self.url is None else parse_ssh_url(self.url)
 
     @property

@@ -22,7 +22,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phobos.config.model import Config
 from phobos.config.tables import RepoConfig
@@ -30,11 +30,13 @@ from phobos.core import proc
 from phobos.core.proc import StepRunner
 from phobos.core.step import Step
 from phobos.errors import PhobosError, StepFailed, UsageError
-from phobos.hosts import Confirm, ensure_pull_key, scan
 from phobos.repos.errors import RemoteAccessFailed
 from phobos.tools import ssh
 from phobos.tools.errors import SshFailure
 from phobos.tools.ssh import Endpoint, HostKey, SshUrl
+
+if TYPE_CHECKING:
+    from phobos.hosts import Confirm
 
 PROBE_TIMEOUT_SECONDS = 60.0
 
@@ -123,6 +125,8 @@ def trust(config: Config, name: str, confirm: Confirm, *, rekey: bool = False) -
     """Create or reuse the repository's key, pin its server's host key after
     ``confirm``, and return the authorized_keys line. A pinned key that no longer
     matches is refused unless ``rekey`` (then replaced after the same confirmation)."""
+    from phobos.hosts import ensure_pull_key, scan  # hosts and their keys: only here
+
     ep = endpoint(config, name)
     key = ensure_pull_key(ep.identity, comment=f"phobos-repo-{name}@{socket.gethostname()}")
     offered = scan(ep)
@@ -153,6 +157,8 @@ CONNECTION_CODES = frozenset({2, 80, 81, 87})
 def probe(ep: Endpoint) -> SshFailure | None:
     """Why SSH to the repository's server fails (unreachable, host key unknown or
     changed, phobos's key refused), or None when a login works."""
+    from phobos.hosts import scan
+
     try:
         offered = scan(ep)
     except SshFailure as exc:

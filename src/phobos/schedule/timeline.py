@@ -30,7 +30,7 @@ from phobos.schedule.simulate import PredictedRun, Simulation
 
 FAMILIES = {JobKind.PULL: "Rsync pulls", JobKind.ARCHIVE: "Borg", JobKind.CHECK: "Borg",
             JobKind.DRILL: "Borg", JobKind.BORGMATIC: "Borg", JobKind.DRIVE_SYNC: "External",
-            JobKind.COMMAND: "Other"}
+            JobKind.CLOUD_SYNC: "External", JobKind.COMMAND: "Other"}
 FAMILY_ORDER = ("Borg", "Rsync pulls", "External", "Other")
 
 
