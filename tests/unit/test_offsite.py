@@ -222,3 +222,49 @@ def test_units_of_network_jobs_may_use_the_network() -> None:
     cloud = job_sandbox(cfg, "c")
     assert {"AF_INET", "AF_INET6"} <= cloud.families
     assert Path("/etc/phobos/keys") in cloud.write_optional
+
+
+def test_doctor_names_what_a_remote_repository_and_a_cloud_copy_need(tmp_path: Path) -> None:
+    from phobos.doctor.hosts import server_findings
+    from phobos.config.secrets import secret_files
+    from phobos.tools import ssh
+
+    keys = tmp_path / "keys"
+    raw = {"paths": {"keys": str(keys)},
+           "repos": {"main": {"path": "/b"}, "off": {"url": URL}},
+           "jobs": {"c": {"kind": "cloud-sync", "repo": "main", "remote": "b2:x"},
+                    "d": {"kind": "cloud-sync", "repo": "main", "remote": "b2:y"},
+                    "l": {"kind": "cloud-sync", "repo": "main", "remote": "/mnt/x",
+                          "rclone_config": str(tmp_path / "local.conf")}}}
+    cfg = parse(raw, Path("/x.toml"))
+    missing = server_findings(cfg)
+    assert [(f.severity, f.fix) for f in missing] == [("error", "phobos repo trust off")]
+    assert "SSH key" in missing[0].message
+    keys.mkdir()
+    (keys / "repo-off_ed25519").write_text("k")
+    assert "no host key pinned for nas.example.org:2222" in server_findings(cfg)[0].message
+    ssh.pin(keys / "known_hosts", "repo:off", [ssh.HostKey("ssh-ed25519", "AAAA")])
+    assert server_findings(cfg)[0].severity == "ok"
+    labels = {s.label: s.required for s in secret_files(cfg)}
+    assert labels["repo off ssh key"] is True
+    assert labels["job c rclone config"] is True and "job d rclone config" not in labels
+    assert labels["job l rclone config"] is False
+
+
+def test_jobs_sharing_a_link_are_a_conflict_in_the_schedule(tmp_path: Path) -> None:
+    from phobos.core.history import History
+    from phobos.schedule.plan import plan_window
+
+    raw = {"paths": {"state": str(tmp_path)},
+           "repos": {"main": {"path": "/b"}, "off": {"url": URL, "link": "uplink"}},
+           "jobs": {"offsite": {"kind": "archive", "repo": "off", "sources": ["/etc"],
+                                "schedule": "*-*-* 03:00", "estimate": "2h"},
+                    "cloud": {"kind": "cloud-sync", "repo": "main", "remote": "b2:x",
+                              "link": "uplink", "schedule": "*-*-* 04:00"}}}
+    cfg = parse(raw, Path("/x.toml"))
+    history = History.open(tmp_path)
+    start = datetime(2026, 3, 10, 0, 0).astimezone()
+    plan = plan_window(cfg, history, start, start + timedelta(days=1))
+    history.close()
+    assert [(c.first.job, c.later.job, c.resources) for c in plan.conflicts] == [
+        ("offsite", "cloud", ("net:uplink",))]

@@ -81,7 +81,7 @@ def layout_warnings(config: Config) -> list[str]:
     storage = config.storage
     if storage.device is not None:
         hidden = [("storage.holding", storage.holding),
-                  *((f"repos.{n}.path", r.path) for n, r in sorted(config.repos.items()))]
+                  *((f"repos.{n}.path", path) for n, path in local_repos(config))]
         for key, path in hidden:
             if not inside(path, storage.root):
                 warnings.append(f"{key}: {path} is outside storage.root {storage.root}: it "
@@ -94,7 +94,7 @@ def _own_dirs(config: Config) -> Iterator[tuple[Where, str]]:
     own: list[tuple[Where, Path]] = [(("paths", key), getattr(config.paths, key))
                                       for key in ("state", "run", "log", "keys")]
     own += [(("storage", key), getattr(config.storage, key)) for key in ("root", "holding")]
-    own += [(("repos", n, "path"), r.path) for n, r in sorted(config.repos.items())]
+    own += [(("repos", n, "path"), path) for n, path in local_repos(config)]
     for where, path in own:
         if path in TOP_DIRS:
             yield where, (f"{path} is a directory of the system itself: phobos needs one of "
@@ -104,21 +104,26 @@ def _own_dirs(config: Config) -> Iterator[tuple[Where, str]]:
 def _holding_and_repos(config: Config) -> Iterator[tuple[Where, str]]:
     holding, root = config.storage.holding, config.storage.root
     seen: dict[Path, str] = {}
-    for name, repo in sorted(config.repos.items()):
+    for name, path in local_repos(config):
         where = ("repos", name, "path")
-        if overlap(holding, repo.path):
-            yield where, (f"{repo.path} and the holding area {holding} overlap: pulls write "
+        if overlap(holding, path):
+            yield where, (f"{path} and the holding area {holding} overlap: pulls write "
                           "and delete in the holding area, Borg alone may write in a "
                           "repository; put them side by side")
-        if inside(root, repo.path):
-            yield where, (f"{repo.path} is the storage root {root} (or holds it): the "
+        if inside(root, path):
+            yield where, (f"{path} is the storage root {root} (or holds it): the "
                           "holding area and other repositories would be inside it; use a "
                           f"folder such as {root / 'borg'}")
         for other_path, other in seen.items():
-            if overlap(repo.path, other_path):
-                yield where, (f"{repo.path} and repository {other}'s {other_path} overlap: "
+            if overlap(path, other_path):
+                yield where, (f"{path} and repository {other}'s {other_path} overlap: "
                               "two repositories cannot share a directory")
-        seen[repo.path] = name
+        seen[path] = name
+
+
+def local_repos(config: Config) -> list[tuple[str, Path]]:
+    """(name, path) of the repositories on this machine (a server's have no path)."""
+    return [(n, r.path) for n, r in sorted(config.repos.items()) if r.path is not None]
 
 
 def _private_files(config: Config) -> Iterator[tuple[Where, str]]:
@@ -219,7 +224,7 @@ def _hidden_by_mounts(config: Config) -> list[tuple[str, Path]]:
 def _data_areas(config: Config) -> list[tuple[str, Path]]:
     """Where backups live or come from: no drive may be mounted on, in or above them."""
     areas = [("the holding area", config.storage.holding),
-             *((f"repository {n}", r.path) for n, r in sorted(config.repos.items()))]
+             *((f"repository {n}", path) for n, path in local_repos(config))]
     return areas + [(f"job {job}'s source", source) for job, source, _ in _archived(config)]
 
 
@@ -232,7 +237,7 @@ def _led(config: Config) -> Iterator[tuple[Where, str]]:
         yield where, (f"{led.path} is a system file: the LED driver overwrites it with "
                       "one word; use e.g. /run/phobos/led")
     for what, area in [("the holding area", config.storage.holding),
-                       *((f"repository {n}", r.path) for n, r in sorted(config.repos.items()))]:
+                       *((f"repository {n}", path) for n, path in local_repos(config))]:
         if inside(led.path, area):
             yield where, f"{led.path} is inside {what} {area}"
 

@@ -25,8 +25,11 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from phobos.config.model import Config
+from phobos.core.model import JobKind
 from phobos.core.proc import Redactor
-from phobos.tools.ssh import PULL_KEY
+from phobos.tools.rclone import DEFAULT_CONFIG
+from phobos.tools.rclone import config_secrets as rclone_config_secrets
+from phobos.tools.ssh import PULL_KEY, repo_key
 
 KEYFILE_SUFFIX = ".key"
 HEADER_SUFFIX = ".luks-header"
@@ -106,6 +109,30 @@ def secret_files(config: Config) -> list[Secret]:
     for name, host in sorted(config.hosts.items()):
         if host.identity is not None:
             found.append(Secret(label=f"host {name} identity", path=host.identity))
+    return found + offsite_files(config)
+
+
+def rclone_configs(config: Config) -> dict[Path, list[str]]:
+    """rclone's config file of each cloud-sync job (its own ``rclone_config`` or
+    KEYS/rclone.conf) -> the jobs using it."""
+    found: dict[Path, list[str]] = {}
+    for name, job in sorted(config.jobs.items()):
+        if job.kind is JobKind.CLOUD_SYNC:
+            path = getattr(job, "rclone_config", None) or config.paths.keys / DEFAULT_CONFIG
+            found.setdefault(path, []).append(name)
+    return found
+
+
+def offsite_files(config: Config) -> list[Secret]:
+    """phobos's SSH key of each repository on a server; rclone's config file of the
+    cloud copies (its credentials; not required where every copy goes to a local path)."""
+    found = [Secret(label=f"repo {name} ssh key",
+                    path=repo.identity or config.paths.keys / repo_key(name))
+             for name, repo in sorted(config.repos.items()) if repo.url is not None]
+    for path, jobs in rclone_configs(config).items():
+        remotes = [getattr(config.jobs[job], "remote", "") for job in jobs]
+        found.append(Secret(label=f"job {jobs[0]} rclone config", path=path,
+                            required=any(not r.startswith("/") for r in remotes)))
     return found
 
 
@@ -173,6 +200,8 @@ def secret_values(config: Config) -> list[str]:
         values += [url, *url_parts(url)]
     for job in config.jobs.values():
         values += job.secret_values()
+    for path in rclone_configs(config):  # the credentials themselves, value by value
+        values += rclone_config_secrets(path)
     return values
 
 

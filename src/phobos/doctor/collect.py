@@ -19,7 +19,7 @@ from phobos.doctor.clock import clock_findings
 from phobos.doctor.config import load_config
 from phobos.doctor.drives import drive_findings
 from phobos.doctor.findings import Check, Finding, guarded
-from phobos.doctor.hosts import host_findings
+from phobos.doctor.hosts import host_findings, server_findings
 from phobos.doctor.namespace import namespace_findings
 from phobos.doctor.notify import led_findings, notify_findings
 from phobos.doctor.options import Options
@@ -46,7 +46,7 @@ def _config_checks(config: Config, config_file: Path, opts: Options
     return [
         ("secrets", lambda: secret_findings(config)),
         ("storage", lambda: storage_findings(config)),
-        ("hosts", lambda: host_findings(config)),
+        ("hosts", lambda: host_findings(config) + server_findings(config)),
         ("borg keys", lambda: key_export_findings(config)),
         ("drives", lambda: drive_findings(config)),
         ("units", lambda: unit_findings(config, config_file, opts)),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from phobos.config.layout import inside
+from phobos.config.layout import inside, local_repos
 from phobos.config.model import Config
 from phobos.core import proc
 from phobos.doctor.findings import Finding, error, ok, warning
@@ -22,8 +22,8 @@ BORGMATIC_TIMEOUT_SECONDS = 60.0
 
 def storage_findings(config: Config) -> list[Finding]:
     findings = _device_findings(config)
-    for name, repo in sorted(config.repos.items()):
-        findings.append(_repo_finding(config, name, repo.path))
+    for name, path in local_repos(config):  # a server's: `phobos repo info NAME`
+        findings.append(_repo_finding(config, name, path))
     from phobos.jobs.archive import ArchiveJob
 
     for name, job in sorted(config.jobs.items()):

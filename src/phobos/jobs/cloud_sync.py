@@ -81,7 +81,7 @@ CONFIG = CloudSyncJob
 
 
 def config_file(config: Config, job: CloudSyncJob) -> Path:
-    return job.rclone_config or config.paths.keys / "rclone.conf"
+    return job.rclone_config or config.paths.keys / rclone.DEFAULT_CONFIG
 
 
 def plan(config: Config, job: CloudSyncJob) -> Step:

@@ -53,7 +53,7 @@ def remote_of(config: Config, name: str) -> SshUrl:
 
 def key_path(config: Config, name: str) -> Path:
     """phobos's SSH key for repository ``name``."""
-    return config.repos[name].identity or config.paths.keys / f"repo-{name}_ed25519"
+    return config.repos[name].identity or config.paths.keys / ssh.repo_key(name)
 
 
 def endpoint(config: Config, name: str) -> Endpoint:

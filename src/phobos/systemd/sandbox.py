@@ -235,8 +235,7 @@ def job_sandbox(config: Config, name: str) -> Sandbox:
     if extra is not None:
         optional.update(extra.read_write_paths)
     if kind is JobKind.CLOUD_SYNC:  # rclone saves refreshed OAuth tokens next to its config
-        rclone_config = getattr(job, "rclone_config", None) or config.paths.keys / "rclone.conf"
-        optional.add(rclone_config.parent)
+        optional.add(rclone_config_of(config, job).parent)
     drive = kind in DRIVE_KINDS
     hidden = _uses_namespace(config, job)
     # Drives are mounted in the backup namespace, so their users join it; a job that
@@ -259,6 +258,13 @@ def job_sandbox(config: Config, name: str) -> Sandbox:
                  else frozenset()),
         host_devices=drive or private,
         suid=kind in SUID_KINDS or (extra is not None and extra.setuid))
+
+
+def rclone_config_of(config: Config, job: JobBase) -> Path:
+    """rclone's config file of a cloud-sync job (its own, or the default in KEYS)."""
+    from phobos.tools.rclone import DEFAULT_CONFIG
+
+    return getattr(job, "rclone_config", None) or config.paths.keys / DEFAULT_CONFIG
 
 
 def _uses_net(config: Config, job: JobBase) -> bool:

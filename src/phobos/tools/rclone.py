@@ -27,6 +27,7 @@ from typing import Any
 from phobos.tools.borg import LOCK_FILES
 
 RCLONE = "rclone"
+DEFAULT_CONFIG = "rclone.conf"  # in [paths] keys
 STATS_INTERVAL = "10s"
 VERIFYING = "phobos: verifying the copy with rclone check"
 CHECK_FAILED_BASE = 100  # the script's exit code when the check (not the sync) failed

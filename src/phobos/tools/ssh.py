@@ -32,6 +32,12 @@ from phobos.tools.errors import (
 )
 
 PULL_KEY = "pull_ed25519"
+
+
+def repo_key(name: str) -> str:
+    """The file name of phobos's own SSH key for repository ``name`` on a server."""
+    return f"repo-{name}_ed25519"
+
 KNOWN_HOSTS = "known_hosts"
 CONNECT_TIMEOUT_SECONDS = 20
 KEYSCAN_TIMEOUT_SECONDS = 10
