@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from borgbox import PASSPHRASE, BorgBox, initialized, make_tree
 from remotehost import Lab
-from test_borg_helpers import PASSPHRASE, BorgBox, initialized, make_tree
 
 pytestmark = pytest.mark.root
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from phobos.tools.borg import LOCK_FILES
+from phobos.tools.borg_repository import LOCK_FILES
 
 RCLONE = "rclone"
 DEFAULT_CONFIG = "rclone.conf"  # in [paths] keys
