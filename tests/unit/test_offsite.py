@@ -251,20 +251,24 @@ def test_doctor_names_what_a_remote_repository_and_a_cloud_copy_need(tmp_path: P
     assert labels["job l rclone config"] is False
 
 
-def test_jobs_sharing_a_link_are_a_conflict_in_the_schedule(tmp_path: Path) -> None:
+def test_jobs_sharing_a_link_wait_for_each_other_in_the_schedule(tmp_path: Path) -> None:
     from phobos.core.history import History
-    from phobos.schedule.plan import plan_window
+    from phobos.schedule.simulate import simulate
 
     raw = {"paths": {"state": str(tmp_path)},
            "repos": {"main": {"path": "/b"}, "off": {"url": URL, "link": "uplink"}},
            "jobs": {"offsite": {"kind": "archive", "repo": "off", "sources": ["/etc"],
                                 "schedule": "*-*-* 03:00", "estimate": "2h"},
                     "cloud": {"kind": "cloud-sync", "repo": "main", "remote": "b2:x",
-                              "link": "uplink", "schedule": "*-*-* 04:00"}}}
+                              "link": "uplink", "schedule": "*-*-* 04:00",
+                              "estimate": "1h"}}}
     cfg = parse(raw, Path("/x.toml"))
     history = History.open(tmp_path)
     start = datetime(2026, 3, 10, 0, 0).astimezone()
-    plan = plan_window(cfg, history, start, start + timedelta(days=1))
+    sim = simulate(cfg, history, start, start + timedelta(days=1))
     history.close()
-    assert [(c.first.job, c.later.job, c.resources) for c in plan.conflicts] == [
-        ("offsite", "cloud", ("net:uplink",))]
+    assert sim.shared("offsite", "cloud") == ["net:uplink"]
+    cloud = next(r for r in sim.runs if r.job == "cloud")
+    offsite = next(r for r in sim.runs if r.job == "offsite")
+    assert cloud.waits_for == ["offsite"] and cloud.start == offsite.end
+    assert cloud.wait == 3600
