@@ -53,6 +53,8 @@ def base_raw(tmp: Path) -> dict[str, Any]:
             "check": {"kind": "check", "repo": "main", "schedule": "Sun *-*-* 07:00"},
             "drill": {"kind": "drill", "repo": "main"},
             "offsite": {"kind": "drive-sync", "repo": "main", "drives": ["ext-a"]},
+            "cloud": {"kind": "cloud-sync", "repo": "main", "remote": "b2:bucket/phobos",
+                      "rclone_config": f"{tmp}/keys/rclone.conf"},
             "bm": {"kind": "borgmatic", "configs": [str(borgmatic)]},
             "tidy": {"kind": "command", "argv": ["/usr/local/bin/tidy"],
                      "writes": ["storage"], "env": {"A": "b"},
@@ -82,7 +84,7 @@ def _table_type(hint: Any) -> tuple[type[Any] | None, bool]:
 # Which entry of a keyed table (repos.NAME ...) and which job the walk fills in.
 _ENTRY = {"repos": "main", "hosts": "luv", "drives": "ext-a", "sandbox": "tidy"}
 _KIND_JOB = {JobKind.PULL: "pull", JobKind.ARCHIVE: "nightly", JobKind.CHECK: "check",
-             JobKind.DRILL: "drill", JobKind.DRIVE_SYNC: "offsite",
+             JobKind.DRILL: "drill", JobKind.DRIVE_SYNC: "offsite", JobKind.CLOUD_SYNC: "cloud",
              JobKind.BORGMATIC: "bm", JobKind.COMMAND: "tidy"}
 
 

@@ -32,7 +32,7 @@ TARGET = Target(executable=Path("/usr/bin/phobos"), config=SOURCE)
 def test_the_base_config_renders_cleanly(tmp_path: Path) -> None:
     files = render(parse(base_raw(tmp_path), SOURCE), TARGET)
     assert foreign_lines(files, template_keys(files)) == []
-    assert len(files) == 16
+    assert len(files) == 17
 
 
 def test_every_key_with_hostile_values(tmp_path: Path) -> None:

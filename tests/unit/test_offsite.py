@@ -86,7 +86,7 @@ def test_the_authorized_keys_line_confines_the_key() -> None:
 
 
 def test_net_resources_follow_the_link() -> None:
-    cfg = config({"n": {"kind": "archive", "repo": "off", "sources": ["/etc"]},
+    cfg = config({"n": {"kind": "archive", "repo": "off", "sources": ["/srv/data"]},
                   "d": {"kind": "drill", "repo": "off"},
                   "c": {"kind": "cloud-sync", "repo": "main", "remote": "b2:bucket/x"},
                   "l": {"kind": "cloud-sync", "repo": "main", "remote": "/mnt/nfs/x",
@@ -119,7 +119,7 @@ def test_drive_and_cloud_sync_refuse_a_repository_on_a_server() -> None:
 
 
 def test_archive_to_an_append_only_server_skips_compact() -> None:
-    job = {"n": {"kind": "archive", "repo": "off", "sources": ["/etc"],
+    job = {"n": {"kind": "archive", "repo": "off", "sources": ["/srv/data"],
                  "keep": {"daily": 7}, "checkpoint_interval": "5m"}}
     for append_only, steps in ((True, ["create", "prune"]),
                                (False, ["create", "prune", "compact"])):
@@ -214,8 +214,8 @@ def test_an_old_cloud_copy_is_overdue_schedule_or_not(tmp_path: Path) -> None:
 
 
 def test_units_of_network_jobs_may_use_the_network() -> None:
-    cfg = config({"n": {"kind": "archive", "repo": "off", "sources": ["/etc"]},
-                  "l": {"kind": "archive", "repo": "main", "sources": ["/etc"]},
+    cfg = config({"n": {"kind": "archive", "repo": "off", "sources": ["/srv/data"]},
+                  "l": {"kind": "archive", "repo": "main", "sources": ["/srv/data"]},
                   "c": {"kind": "cloud-sync", "repo": "main", "remote": "b2:x"}})
     assert {"AF_INET", "AF_INET6"} <= job_sandbox(cfg, "n").families
     assert not job_sandbox(cfg, "l").families
@@ -225,8 +225,8 @@ def test_units_of_network_jobs_may_use_the_network() -> None:
 
 
 def test_doctor_names_what_a_remote_repository_and_a_cloud_copy_need(tmp_path: Path) -> None:
-    from phobos.doctor.hosts import server_findings
     from phobos.config.secrets import secret_files
+    from phobos.doctor.hosts import server_findings
     from phobos.tools import ssh
 
     keys = tmp_path / "keys"
@@ -257,7 +257,7 @@ def test_jobs_sharing_a_link_wait_for_each_other_in_the_schedule(tmp_path: Path)
 
     raw = {"paths": {"state": str(tmp_path)},
            "repos": {"main": {"path": "/b"}, "off": {"url": URL, "link": "uplink"}},
-           "jobs": {"offsite": {"kind": "archive", "repo": "off", "sources": ["/etc"],
+           "jobs": {"offsite": {"kind": "archive", "repo": "off", "sources": ["/srv/data"],
                                 "schedule": "*-*-* 03:00", "estimate": "2h"},
                     "cloud": {"kind": "cloud-sync", "repo": "main", "remote": "b2:x",
                               "link": "uplink", "schedule": "*-*-* 04:00",
