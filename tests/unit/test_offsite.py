@@ -225,7 +225,7 @@ def test_units_of_network_jobs_may_use_the_network() -> None:
 
 
 def test_doctor_names_what_a_remote_repository_and_a_cloud_copy_need(tmp_path: Path) -> None:
-    from phobos.config.secrets import secret_files
+    from phobos.config.secrets import secret_files, secret_values
     from phobos.doctor.hosts import server_findings
     from phobos.tools import ssh
 
@@ -249,6 +249,8 @@ def test_doctor_names_what_a_remote_repository_and_a_cloud_copy_need(tmp_path: P
     assert labels["repo off ssh key"] is True
     assert labels["job c rclone config"] is True and "job d rclone config" not in labels
     assert labels["job l rclone config"] is False
+    (keys / "rclone.conf").write_text("[b2]\ntype = b2\nkey = K001-application-key-42\n")
+    assert "K001-application-key-42" in secret_values(cfg)
 
 
 def test_jobs_sharing_a_link_wait_for_each_other_in_the_schedule(tmp_path: Path) -> None:
