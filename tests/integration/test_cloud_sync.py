@@ -92,6 +92,7 @@ def test_cloud_copy_to_a_local_remote_is_verified_and_restores(sandbox: Any) -> 
     log = box.log_text(run["id"])
     assert "net:offsite (write)" in log and "repo:main (read)" in log
     assert "phobos: verifying the copy with rclone check" in log
+    assert "rclone sync: " in log  # what the sync sent, its progress lines gone
     assert "files verified by md5" in log
     assert "cloud-********" in log and "s3kr1t-0815" not in log
     steps = json.loads(box.ok("log", str(run["id"]), "--json").stdout)

@@ -187,6 +187,26 @@ def test_rclone_output_and_exit_codes() -> None:
     assert "Borg error" in rclone.explain(2) and "fatal" in rclone.explain(7)
 
 
+def test_rclone_progress_becomes_live_progress_and_keeps_what_was_sent() -> None:
+    read = rclone.progress_reader()
+    assert read("stderr", "INFO  : data/0/1: Copied (new)").text == \
+        "INFO  : data/0/1: Copied (new)"
+    first = read("stderr", "INFO  :     4.082 MiB / 8.583 MiB, 48%, 2.113 MiB/s, ETA 1m2s")
+    assert first.text is None and first.progress is not None
+    assert first.progress.bytes_done == round(4.082 * 2**20)
+    assert first.progress.bytes_total == round(8.583 * 2**20)
+    assert first.progress.fraction == 0.48 and first.progress.eta == 62.0
+    assert first.progress.rate == round(2.113 * 2**20)
+    read("stderr", "INFO  :     8.583 MiB / 8.583 MiB, 100%, 2 MiB/s, ETA 0s")
+    marker = read("stdout", rclone.VERIFYING).text
+    assert marker == f"rclone sync: 8.583 MiB / 8.583 MiB, 100%\n{rclone.VERIFYING}"
+    checking = read("stderr", "INFO  :           0 B / 0 B, -, 0 B/s, ETA -")
+    assert checking.text is None and checking.progress is not None
+    assert checking.progress.detail == "rclone check" and checking.progress.eta is None
+    lines = ["x: Copied (new)", *marker.split("\n"), "x: 3 matching files"]
+    assert rclone.parse_output(lines)["bytes_sent"] == round(8.583 * 2**20)
+
+
 def _run(ended: float) -> Run:
     return Run(id=1, job="cloud", kind="cloud-sync", trigger="timer", started=ended - 60,
                locked=ended - 60, ended=ended, outcome=Outcome.SUCCESS, exit_code=0,

@@ -5,8 +5,9 @@ One step: ``borg with-lock REPO sh -c 'rclone sync "$@" && rclone check "$@"'`` 
 :mod:`phobos.tools.rclone` for why sync and check share Borg's lock). The sync mirrors
 the repository (Borg's lock files left out); the check compares every file by size and,
 where both sides have a hash in common, by hash, and fails the run on any difference.
-rclone's progress lines ("12 MiB / 40 MiB, 30%, 2 MiB/s, ETA 14s") go into the run's
-log; the stats record bytes sent, files copied, deleted and verified, and how.
+rclone's progress lines ("12 MiB / 40 MiB, 30%, 2 MiB/s, ETA 14s") become the run's live
+progress (``phobos status``, bars on a terminal, a line a minute in the log); the stats
+record bytes sent, files copied, deleted and verified, and how.
 
 Credentials stay in rclone's own config file (``rclone_config``); their values are
 redacted from the log. Resources: ``repo:<name>`` shared (writers, such as archive
@@ -84,8 +85,10 @@ def config_file(config: Config, job: CloudSyncJob) -> Path:
     return job.rclone_config or config.paths.keys / rclone.DEFAULT_CONFIG
 
 
-def plan(config: Config, job: CloudSyncJob) -> Step:
-    """The one step: sync, then check, under Borg's lock of the repository."""
+def plan(config: Config, job: CloudSyncJob, *, progress: bool = True) -> Step:
+    """The one step: sync, then check, under Borg's lock of the repository; with
+    ``progress``, rclone's progress lines feed the run's live progress instead of its
+    log (:func:`phobos.tools.rclone.progress_reader`)."""
     repo = config.repos[job.repo]
     assert repo.path is not None  # check_refs: a repository on this machine
     rclone_config = config_file(config, job)
@@ -98,7 +101,8 @@ def plan(config: Config, job: CloudSyncJob) -> Step:
                                              rclone.sync_then_check_argv(copy)),
                 env=borgtool.base_env(repo.base_dir),
                 secrets=tuple(rclone.config_secrets(rclone_config, names)),
-                explain=rclone.explain)
+                explain=rclone.explain,
+                progress=rclone.progress_reader if progress else None)
 
 
 def _preflight(ctx: RunContext, job: CloudSyncJob) -> None:
@@ -128,7 +132,7 @@ def execute(ctx: RunContext) -> None:
     assert isinstance(job, CloudSyncJob)
     _preflight(ctx, job)
     ctx.stats.update(repo=job.repo, remote=job.remote)
-    result = ctx.run(plan(ctx.config, job))
+    result = ctx.run(plan(ctx.config, job, progress=ctx.tool_progress))
     found = rclone.parse_output(result.tail)
     ctx.stats.update(found)
     if not found["verified"]:  # the script echoes the marker before it checks

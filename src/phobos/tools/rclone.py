@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from phobos.core.progress import LineReader, Progress, Reading
 from phobos.tools.borg_repository import LOCK_FILES
 
 RCLONE = "rclone"
@@ -131,7 +132,9 @@ def explain(code: int) -> str:
 
 
 _STATS = re.compile(r"(?P<done>[\d.]+ ?[KMGTP]?i?B) / (?P<total>[\d.]+ ?[KMGTP]?i?B), "
-                    r"(?:\d+%|-)")
+                    r"(?:(?P<pct>\d+)%|-)(?:, (?P<rate>[\d.]+ ?[KMGTP]?i?B)/s"
+                    r"(?:, ETA (?P<eta>[\dhms]+|-))?)?")
+_ETA_PART = re.compile(r"(\d+)([hms])")
 _UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "PiB": 2**50}
 _MATCHING = re.compile(r": (\d+) matching files")
 _HASH = re.compile(r"Using (\w+) for hash comparisons")
@@ -173,10 +176,39 @@ def parse_output(lines: Iterable[str]) -> dict[str, Any]:
     return stats
 
 
-def progress(line: str) -> str | None:
-    """``12.0 MiB of 40.0 MiB`` from a progress line, or None."""
-    match = _STATS.search(line)
-    return None if match is None else f"{match.group('done')} of {match.group('total')}"
+def _eta(text: str | None) -> float | None:
+    if not text or text == "-":
+        return None
+    factors = {"h": 3600, "m": 60, "s": 1}
+    return float(sum(int(n) * factors[unit] for n, unit in _ETA_PART.findall(text)))
+
+
+def progress_reader() -> LineReader:
+    """A reader of rclone's ``--stats-one-line`` lines (see :mod:`phobos.core.progress`):
+    bytes done of the total, percent, rate, rclone's time left. Progress lines leave the
+    log; so that the run still records what the sync sent, its last one is kept, as
+    ``rclone sync: DONE / TOTAL, PCT%``, in front of the line that starts the check."""
+    state: dict[str, str] = {}
+
+    def read(_stream: str, line: str) -> Reading:
+        if VERIFYING in line:
+            state["checking"] = "yes"
+            sent = state.pop("sent", None)
+            return Reading(line if sent is None else f"rclone sync: {sent}\n{line}")
+        match = _STATS.search(line)
+        if match is None:
+            return Reading(line)
+        if "checking" not in state:
+            state["sent"] = (f"{match.group('done')} / {match.group('total')}, "
+                             f"{match.group('pct') or 0}%")
+        rate = match.group("rate")
+        return Reading(None, Progress(
+            bytes_done=_bytes(match.group("done")), bytes_total=_bytes(match.group("total")),
+            fraction=None if match.group("pct") is None else int(match.group("pct")) / 100,
+            rate=None if rate is None else float(_bytes(rate)), eta=_eta(match.group("eta")),
+            detail="rclone check" if "checking" in state else None))
+
+    return read
 
 
 # --- the config file's secrets --------------------------------------------------------
