@@ -160,6 +160,13 @@ def test_everything_that_uses_a_repository_works_over_ssh(lab1: Lab) -> None:
     drill = last_run(lab1, "drill")["stats"]
     assert drill["files_checked"] == 10 and drill["mismatches"] == 0
 
+    wanted = lab1.root / "src" / "d1" / "f3.bin"
+    found = ok(lab1, "find", str(wanted), "--repo", "offsite")
+    assert str(wanted) in found
+    target = lab1.root / "restored"
+    ok(lab1, "restore", str(wanted), "--to", str(target), "--repo", "offsite")
+    assert (target / str(wanted).lstrip("/")).read_bytes() == wanted.read_bytes()
+
     status = json.loads(ok(lab1, "repo", "list", "--json"))["repos"][0]
     assert status["remote"] and status["last_check"]["job"] == "check-full"
 
