@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, urlsplit
 from phobos.config.model import Config
 from phobos.core.model import JobKind
 from phobos.core.proc import Redactor
-from phobos.tools.rclone import DEFAULT_CONFIG
+from phobos.tools.rclone import config_path as rclone_config_path
 from phobos.tools.rclone import config_secrets as rclone_config_secrets
 from phobos.tools.ssh import PULL_KEY, repo_key
 
@@ -118,7 +118,7 @@ def rclone_configs(config: Config) -> dict[Path, list[str]]:
     found: dict[Path, list[str]] = {}
     for name, job in sorted(config.jobs.items()):
         if job.kind is JobKind.CLOUD_SYNC:
-            path = getattr(job, "rclone_config", None) or config.paths.keys / DEFAULT_CONFIG
+            path = rclone_config_path(config.paths.keys, getattr(job, "rclone_config", None))
             found.setdefault(path, []).append(name)
     return found
 
@@ -127,7 +127,7 @@ def offsite_files(config: Config) -> list[Secret]:
     """phobos's SSH key of each repository on a server; rclone's config file of the
     cloud copies (its credentials; not required where every copy goes to a local path)."""
     found = [Secret(label=f"repo {name} ssh key",
-                    path=repo.identity or config.paths.keys / repo_key(name))
+                    path=repo_key(config.paths.keys, name, repo.identity))
              for name, repo in sorted(config.repos.items()) if repo.url is not None]
     for path, jobs in rclone_configs(config).items():
         remotes = [getattr(config.jobs[job], "remote", "") for job in jobs]

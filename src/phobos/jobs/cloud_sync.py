@@ -82,7 +82,7 @@ CONFIG = CloudSyncJob
 
 
 def config_file(config: Config, job: CloudSyncJob) -> Path:
-    return job.rclone_config or config.paths.keys / rclone.DEFAULT_CONFIG
+    return rclone.config_path(config.paths.keys, job.rclone_config)
 
 
 def plan(config: Config, job: CloudSyncJob, *, progress: bool = True) -> Step:

@@ -53,7 +53,7 @@ def remote_of(config: Config, name: str) -> SshUrl:
 
 def key_path(config: Config, name: str) -> Path:
     """phobos's SSH key for repository ``name``."""
-    return config.repos[name].identity or config.paths.keys / ssh.repo_key(name)
+    return ssh.repo_key(config.paths.keys, name, config.repos[name].identity)
 
 
 def endpoint(config: Config, name: str) -> Endpoint:

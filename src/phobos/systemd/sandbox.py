@@ -262,9 +262,9 @@ def job_sandbox(config: Config, name: str) -> Sandbox:
 
 def rclone_config_of(config: Config, job: JobBase) -> Path:
     """rclone's config file of a cloud-sync job (its own, or the default in KEYS)."""
-    from phobos.tools.rclone import DEFAULT_CONFIG
+    from phobos.tools.rclone import config_path
 
-    return getattr(job, "rclone_config", None) or config.paths.keys / DEFAULT_CONFIG
+    return config_path(config.paths.keys, getattr(job, "rclone_config", None))
 
 
 def _uses_net(config: Config, job: JobBase) -> bool:

@@ -57,6 +57,12 @@ def remote_problem(remote: str) -> str | None:
     return None
 
 
+def config_path(keys: Path, own: Path | None = None) -> Path:
+    """rclone's config file of a cloud copy: its own ``rclone_config``, or
+    ``rclone.conf`` in the keys directory ``keys``."""
+    return own or keys / DEFAULT_CONFIG
+
+
 def remote_name(remote: str) -> str:
     """``b2`` of ``b2:bucket/phobos``; ``local`` for a path."""
     return "local" if remote.startswith("/") else remote.partition(":")[0]
@@ -100,12 +106,6 @@ def sync_then_check_argv(plan: CopyPlan) -> list[str]:
     """The command run under Borg's lock: ``sh -c SCRIPT rclone ARGS...`` (the fixed
     script runs sync, then check, with the same arguments)."""
     return ["sh", "-c", SYNC_THEN_CHECK, RCLONE, *common_args(plan)]
-
-
-def copy_back_argv(remote: str, target: Path, config: Path) -> list[str]:
-    """Fetch a cloud copy into ``target`` (a restore, or a drill of the copy)."""
-    return [RCLONE, "copy", remote, str(target), "--config", str(config), *excludes(),
-            "-v", "--stats", STATS_INTERVAL, "--stats-one-line"]
 
 
 # --- exit codes and output ----------------------------------------------------------

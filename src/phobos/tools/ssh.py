@@ -32,15 +32,15 @@ from phobos.tools.errors import (
 )
 
 PULL_KEY = "pull_ed25519"
-
-
-def repo_key(name: str) -> str:
-    """The file name of phobos's own SSH key for repository ``name`` on a server."""
-    return f"repo-{name}_ed25519"
-
 KNOWN_HOSTS = "known_hosts"
 CONNECT_TIMEOUT_SECONDS = 20
 KEYSCAN_TIMEOUT_SECONDS = 10
+
+
+def repo_key(keys: Path, name: str, identity: Path | None = None) -> Path:
+    """phobos's own SSH key for repository ``name`` on a server: the repository's
+    ``identity``, or ``repo-NAME_ed25519`` in the keys directory ``keys``."""
+    return identity or keys / f"repo-{name}_ed25519"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
