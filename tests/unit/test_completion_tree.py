@@ -25,7 +25,8 @@ def test_names_are_completed_where_an_argument_takes_one() -> None:
         ("phobos/drive/mount", 1): "drives", ("phobos/drive/sheet", 1): "drives",
         ("phobos/repo/init", 1): "repos", ("phobos/repo/info", 1): "repos",
         ("phobos/repo/list", 1): "repos", ("phobos/repo/key-export", 1): "repos",
-        ("phobos/repo/drill", 1): "repos", ("phobos/systemd/trigger", 1): "jobs"}
+        ("phobos/repo/drill", 1): "repos", ("phobos/repo/trust", 1): "repos",
+        ("phobos/systemd/trigger", 1): "jobs"}
     values = dict(TREE["phobos/repo/drill"].values)
     assert values["--archives-of"] == Spot("names", ("jobs",))
     assert dict(TREE["phobos/run"].values)["--drive"] == Spot("names", ("drives",))
