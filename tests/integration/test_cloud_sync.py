@@ -69,6 +69,7 @@ def rclone(*args: str, config: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=300, check=False)
 
 
+@pytest.mark.usefixtures("each_borg")  # with Borg 1.4 and 1.2: with-lock, check, drill
 def test_cloud_copy_to_a_local_remote_is_verified_and_restores(sandbox: Any) -> None:
     require_rclone()
     box = initialized(sandbox)
