@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from phobos.errors import ExitCode, PhobosError
+from phobos.errors import ExitCode, Interrupted, PhobosError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,6 +23,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"phobos: {exc}", file=sys.stderr)
         if exc.hint:
             print(f"phobos: hint: {exc.hint}", file=sys.stderr)
+        return int(exc.exit_code)
+    except Interrupted as exc:  # a stop signal outside a run's own handling
+        print(f"phobos: {exc}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         print("phobos: interrupted", file=sys.stderr)

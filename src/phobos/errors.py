@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad command line or bad configuration: nothing was run
     SKIPPED = 3  # skipped: a resource was busy, or a drive/host was absent
     INTERRUPTED = 4  # stopped by a signal; cleanup ran
+    UNRECORDED = 5  # the job ran, but its history could not be recorded (damage signalled)
     INTERNAL = 70  # a bug in phobos (EX_SOFTWARE): please report it
 
 
@@ -89,7 +90,33 @@ class Absent(PhobosError):
     exit_code = ExitCode.SKIPPED
 
 
-class Interrupted(PhobosError):
-    """The run was stopped by a signal (SIGTERM, SIGINT, SIGHUP)."""
+class Interrupted(BaseException):
+    """The run was stopped by a signal (SIGTERM, SIGINT, SIGHUP).
+
+    Deliberately neither a PhobosError nor an Exception, like KeyboardInterrupt: a stop
+    signal arrives at any line, and an ``except PhobosError`` meant for an ordinary
+    failure there (naming a lock's holder while waiting for it, building a notifier)
+    must not swallow it. ``by_user``: a person pressed Ctrl-C at the terminal running
+    the job (recorded, but no alarm is raised for it).
+    """
 
     exit_code = ExitCode.INTERRUPTED
+
+    def __init__(self, message: str, hint: str | None = None, *,
+                 by_user: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.by_user = by_user
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class HistoryUnavailable(PhobosError):
+    """The history database cannot be read or written (damaged, read-only, full)."""
+
+    def __init__(self, message: str, hint: str | None = None, *,
+                 damaged: bool = False) -> None:
+        super().__init__(message, hint)
+        self.damaged = damaged  # corrupt (to be moved aside), not merely unwritable

@@ -201,6 +201,12 @@ def wait_for_process(fragment: str, timeout: float = 30) -> int:
     raise AssertionError(f"no process with {fragment!r} appeared")
 
 
+def copying(rig: Rig) -> str:
+    """What the command line of the copy to the drive contains (it writes relative to
+    the drive's root: see drive_sync.plan)."""
+    return f"{rig.repo}/ ./borg/"
+
+
 def processes(fragment: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -349,7 +355,7 @@ def test_sigkill_mid_copy_then_release_leaves_nothing_mounted(rig: Rig) -> None:
     rig.configure({"ext-a": uuid}, options=("--bwlimit=2000",))  # ~6 s of copying
     sync = rig.sandbox.start("drive", "attached", "--uuid", uuid)
     try:
-        wait_for_process(f"{rig.mountpoint('ext-a')}/borg/")
+        wait_for_process(copying(rig))
         time.sleep(0.5)
         sync.send_signal(signal.SIGKILL)
         sync.communicate(timeout=30)
@@ -363,7 +369,7 @@ def test_sigkill_mid_copy_then_release_leaves_nothing_mounted(rig: Rig) -> None:
 
     assert out.returncode == 0, out.stderr
     assert f"unmounted {rig.mountpoint('ext-a')}" in out.stdout
-    assert processes(str(rig.mountpoint("ext-a"))) == []
+    assert processes(copying(rig)) == []
     not_mounted_anywhere(rig, device)
     assert rig.history()[0]["outcome"] == "interrupted"
     # The next plug-in works as if nothing happened: the killed borg's lock is stale and
@@ -379,7 +385,7 @@ def test_sigterm_mid_copy_releases_the_drive_by_itself(rig: Rig) -> None:
     device = rig.loops.attach(rig.loops.image("a"))
     rig.configure({"ext-a": uuid_of(device)}, options=("--bwlimit=2000",))
     sync = rig.sandbox.start("drive", "attached", "--uuid", uuid_of(device))
-    wait_for_process(f"{rig.mountpoint('ext-a')}/borg/")
+    wait_for_process(copying(rig))
     sync.send_signal(signal.SIGTERM)  # what systemd sends on `systemctl stop`
     _, err = sync.communicate(timeout=60)
 
@@ -388,7 +394,7 @@ def test_sigterm_mid_copy_releases_the_drive_by_itself(rig: Rig) -> None:
     run = rig.history()[0]
     assert run["outcome"] == "interrupted" and run["message"] == "stopped by SIGTERM"
     assert rig.led() == "red"
-    assert processes(str(rig.mountpoint("ext-a"))) == []
+    assert processes(copying(rig)) == []
     not_mounted_anywhere(rig, device)
 
 
@@ -398,7 +404,7 @@ def test_release_refuses_while_a_sync_holds_the_drive(rig: Rig) -> None:
     rig.configure({"ext-a": uuid_of(device)}, options=("--bwlimit=3000",))
     sync = rig.sandbox.start("run", "offsite")
     try:
-        wait_for_process(f"{rig.mountpoint('ext-a')}/borg/")
+        wait_for_process(copying(rig))
         out = rig.sandbox.phobos("drive", "release", "ext-a")
         assert out.returncode == 3
         assert "drive:ext-a is busy: held by job offsite" in out.stderr
@@ -413,7 +419,7 @@ def test_a_repo_writer_started_during_a_sync_waits_for_it(rig: Rig) -> None:
     rig.configure({"ext-a": uuid_of(device)}, options=("--bwlimit=3000",))  # ~2 s copy
     sync = rig.sandbox.start("drive", "attached", "--uuid", uuid_of(device))
     try:
-        wait_for_process(f"{rig.mountpoint('ext-a')}/borg/")
+        wait_for_process(copying(rig))
         writer = rig.sandbox.phobos("run", "writer")
     finally:
         sync.communicate(timeout=60)

@@ -129,7 +129,9 @@ def test_the_repo_is_copied_under_borgs_lock(tmp_path: Path) -> None:
         "borg", "with-lock", "--lock-wait", "3600", "/backup/borg",
         "rsync", "-a", "--delete", "--delete-excluded", "-ii", "--out-format=%i|%l|%n",
         "--exclude=/lock.exclusive", "--exclude=/lock.roster", "--max-alloc=4GiB",
-        "--", "/backup/borg/", "/run/phobos/drives/ext-a/borg/")
+        "--", "/backup/borg/", "./borg/")
+    # Relative to the drive's root: a drive unmounted mid-copy never fills the mount point.
+    assert copy.step.cwd == "/run/phobos/drives/ext-a"
     assert copy.step.capture and copy.step.name == "copy-repo"
 
 
@@ -139,7 +141,8 @@ def test_holding_area_and_target(tmp_path: Path) -> None:
     assert repo.dest == Path("/mnt/x/repos/main")
     assert holding.step.argv == ("rsync", "-a", "--delete", "--delete-excluded", "-ii",
                                  "--out-format=%i|%l|%n", "--", "/backup/holding/",
-                                 "/mnt/x/holding/")
+                                 "./holding/")
+    assert holding.step.cwd == "/mnt/x"
     assert holding.step.warn_codes == (24,)  # files vanishing on a live system
 
 

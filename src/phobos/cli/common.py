@@ -100,12 +100,73 @@ def load_config(args: argparse.Namespace) -> Any:
 
 
 def open_history(config: Any) -> Any:
-    """The history database of ``config``, with runs of dead processes marked interrupted."""
+    """The history database of ``config``, after cleaning up after runs whose process
+    died (:mod:`phobos.reconcile`: marked interrupted, drives released, told once).
+    HistoryUnavailable if it cannot be opened."""
+    import sqlite3
+
+    from phobos.core.console import say
     from phobos.core.history import History
+    from phobos.errors import PhobosError
+    from phobos.reconcile import reconcile
 
     history = History.open(config.paths.state)
-    history.recover()
+    try:
+        reconcile(config, history, say=lambda line: say(f"phobos: {line}"))
+    except (PhobosError, sqlite3.Error, OSError) as exc:  # a read-only database, say
+        say(f"phobos: warning: cleaning up after dead runs failed: {exc}")
     return history
+
+
+def history_or_empty(config: Any) -> tuple[Any, str | None]:
+    """:func:`open_history`, or, when it is unavailable, an empty history and the line
+    saying so ("history unavailable: ..."): for verbs that have something to show
+    without it (status, schedule, overdue)."""
+    from phobos.errors import HistoryUnavailable
+
+    try:
+        history = open_history(config)
+    except HistoryUnavailable as exc:
+        return _last_known(config, exc), history_problem(exc)
+    if not _writable(history.path):
+        return history, (f"history unavailable for writing: {history.path} is read-only; runs "
+                         f"are logged to {config.paths.log}/phobos.log until it is writable "
+                         "(hint: `lsattr` it (chattr -i), or remount its filesystem "
+                         "read-write)")
+    return history, None
+
+
+def _last_known(config: Any, exc: Any) -> Any:
+    """What can still be read of an unusable (not damaged) history, read-only as the
+    dashboard reads it; else nothing."""
+    import sqlite3
+
+    from phobos.core.history import History
+    from phobos.errors import PhobosError
+    from phobos.web.readonly import open_history as open_read_only
+
+    if not exc.damaged:
+        try:
+            history = open_read_only(config.paths.state)
+            history.runs(limit=1)
+            return history
+        except (PhobosError, sqlite3.Error):
+            pass
+    return History.in_memory()
+
+
+def _writable(path: Path) -> bool:
+    return all(os.access(p, os.W_OK) for p in (path, path.parent) if p.exists())
+
+
+def history_problem(exc: BaseException) -> str:
+    """The one line a reader shows when the history cannot be read."""
+    from phobos.errors import PhobosError
+
+    if isinstance(exc, PhobosError):
+        hint = f" (hint: {exc.hint})" if exc.hint else ""
+        return f"history unavailable: {exc.message}{hint}"
+    return f"history unavailable: {exc}"
 
 
 def print_json(data: Any) -> None:

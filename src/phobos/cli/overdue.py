@@ -7,7 +7,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from phobos.cli.common import json_flag, load_config, open_history, print_json, verb, when
+from phobos.cli.common import history_or_empty, json_flag, load_config, print_json, verb, when
 from phobos.errors import ExitCode
 
 
@@ -23,10 +23,12 @@ def cmd_overdue(args: argparse.Namespace) -> ExitCode:
     from phobos.schedule.overdue import notify_new_episodes, overdue_drives, overdue_jobs
 
     config = load_config(args)
-    history = open_history(config)
+    history, problem = history_or_empty(config)  # dead runs are cleaned up and told here
     now = datetime.now().astimezone()
     found = {**overdue_jobs(config, history, now), **overdue_drives(config, now)}
     history.close()
+    if problem is not None:  # the jobs cannot be judged: that is a finding too
+        print(f"phobos: {problem}", file=sys.stderr)
     notified: list[str] = []
     if args.notify:
         notified = notify_new_episodes(
@@ -40,4 +42,4 @@ def cmd_overdue(args: argparse.Namespace) -> ExitCode:
         if not args.json:
             since = f"overdue since {when(due)}" if due else "never synced"
             print(f"{name}: {since}" + (" (notified)" if name in notified else ""))
-    return ExitCode.FAILED if found else ExitCode.OK
+    return ExitCode.FAILED if found or problem else ExitCode.OK

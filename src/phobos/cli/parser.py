@@ -39,6 +39,7 @@ EXIT_CODES_HELP = """exit codes:
   2   bad command line or configuration; nothing was run
   3   skipped: a resource was busy or a drive/host was absent
   4   interrupted by a signal; cleanup ran
+  5   the job ran, but its history could not be recorded as usual (said on stderr)
   70  internal error in phobos (a bug: please report it)
 """
 

@@ -72,14 +72,18 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
         report = run_job(config, args.job, trigger, echo=echo,
                          tool_progress=not args.no_progress, listener=bars,
                          only_drive=args.drive)
+    if report.problem is not None:  # said even with --quiet: the history needs a person
+        say(f"phobos: {report.problem}")
     if args.json:
         print_json({"run_id": report.run_id, "job": report.job,
                     "outcome": str(report.outcome), "exit_code": int(report.exit_code),
-                    "message": report.message, "duration": report.duration})
+                    "message": report.message, "duration": report.duration,
+                    "history_problem": report.problem})
     else:
         tail = f": {report.message}" if report.message else ""
+        which = f"run {report.run_id}" if report.run_id > 0 else "not in the history database"
         print(f"{report.job}: {report.outcome} in {format_duration(report.duration)} "
-              f"(run {report.run_id}){tail}")
+              f"({which}){tail}")
     return report.exit_code
 
 

@@ -10,7 +10,16 @@ import time
 from datetime import datetime
 from typing import Any
 
-from phobos.cli.common import json_flag, load_config, open_history, print_json, table, verb, when
+from phobos.cli.common import (
+    history_or_empty,
+    history_problem,
+    json_flag,
+    load_config,
+    print_json,
+    table,
+    verb,
+    when,
+)
 from phobos.errors import ExitCode
 
 WATCH_SECONDS = 2.0
@@ -35,25 +44,41 @@ def register(verbs: Any) -> None:
 
 
 def _entries(config: Any) -> list[dict[str, Any]]:
+    return _entries_and_problem(config)[0]
+
+
+def _entries_and_problem(config: Any) -> tuple[list[dict[str, Any]], str | None]:
+    """Status entries, and the history's problem ("history unavailable: ..."): without
+    the history every job shows as never run, rather than the command failing."""
+    import sqlite3
+
+    from phobos.core.history import History
     from phobos.schedule.status import status_entries
 
-    history = open_history(config)
+    now = datetime.now().astimezone()
+    history, problem = history_or_empty(config)
     try:
-        return status_entries(config, history, datetime.now().astimezone())
+        return status_entries(config, history, now), problem
+    except sqlite3.DatabaseError as exc:  # damage found past the header
+        return status_entries(config, History.in_memory(), now), history_problem(exc)
     finally:
         history.close()
 
 
 def cmd_status(args: argparse.Namespace) -> ExitCode:
+    from phobos.core.console import say
+
     config = load_config(args)
     if args.watch is not None:
         return _watch(config, args.watch, as_json=args.json)
-    entries = _entries(config)
+    entries, problem = _entries_and_problem(config)
+    if problem is not None:
+        say(f"phobos: {problem}")
     if args.json:
-        print_json({"jobs": entries})
-        return ExitCode.OK
+        print_json({"jobs": entries, **({"history_problem": problem} if problem else {})})
+        return ExitCode.FAILED if problem else ExitCode.OK
     print(render(entries, time.time()))
-    return ExitCode.OK
+    return ExitCode.FAILED if problem else ExitCode.OK
 
 
 def render(entries: list[dict[str, Any]], now: float) -> str:

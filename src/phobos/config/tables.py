@@ -167,7 +167,8 @@ class LedConfig:
                                        doc="argv for the `command` driver; `{color}` is replaced "
                                        "by off, blue, yellow, green or red, `{hex}` by RRGGBB, "
                                        "`{limit}` by the colour's `limit`.")
-    clear_on_success: bool = setting(False, doc="A later success of the failed job clears red.")
+    clear_on_success: bool = setting(False, doc="A later success of the failed job clears red "
+                                     "(and any recorded run clears a history problem's).")
 
     def __post_init__(self) -> None:
         if isinstance(self.limit, Mapping):  # the TOML table, frozen like the rest

@@ -6,12 +6,20 @@ keyed on ``PRAGMA user_version``.
 
 A run records the PID (and its start time, against PID reuse) of the phobos process
 running it; when that process is gone but the run still says "running", the next
-phobos that opens the history marks it interrupted (:meth:`History.recover`).
+phobos that opens the history marks it interrupted (:meth:`History.recover`) and its
+alert *due*: :mod:`phobos.reconcile` claims it (:meth:`History.claim_alert`, once, by
+exactly one process), cleans up after the dead run and tells someone.
+
+Opening raises :class:`~phobos.errors.HistoryUnavailable` instead of SQLite's errors:
+``damaged`` when the file is not a database any more (garbage, truncated), otherwise
+when it cannot be used as it is (read-only, full, missing permissions). What a run does
+then is :mod:`phobos.core.recorder`'s business.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -23,11 +31,11 @@ import typing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from phobos.core.files import private_dir, private_file
 from phobos.core.model import Outcome
-from phobos.errors import PhobosError, UsageError
+from phobos.errors import HistoryUnavailable, PhobosError, UsageError
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: runs, steps, log lines
@@ -74,7 +82,20 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX runs_by_job_outcome ON runs (job, outcome, id);
     """,
+    # 3: runs someone must be told about ('due'; 'hook': systemd's failure hook will)
+    # until someone took that on ('told' by its own runner, 'taken' by another phobos)
+    """
+    ALTER TABLE runs ADD COLUMN alert TEXT;
+    CREATE INDEX runs_alert_due ON runs (id) WHERE alert = 'due';
+    """,
 )
+
+#: A run's alert: someone must tell (``due``; ``hook``: systemd's OnFailure= hook will),
+#: and who took that on (see :meth:`History.claim_alert`).
+DUE, FOR_HOOK, TOLD, TAKEN = "due", "hook", "told", "taken"
+
+#: The message :meth:`History.recover` records for a run whose process vanished.
+DISAPPEARED = "phobos process disappeared (killed or power loss)"
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -131,6 +152,12 @@ _RUN_COLUMNS = ("id, job, kind, trigger, started, locked, ended, outcome, exit_c
                 "stats")
 
 
+class RunSource(Protocol):
+    """What reads earlier runs: the history, or a run's recorder (none when unavailable)."""
+
+    def runs(self, job: str | None = None, limit: int = 20) -> list[Run]: ...
+
+
 def _run(row: Sequence[Any]) -> Run:
     return Run(id=row[0], job=row[1], kind=row[2], trigger=row[3], started=row[4],
                locked=row[5], ended=row[6], outcome=Outcome(row[7]), exit_code=row[8],
@@ -156,18 +183,21 @@ class History:
             # Every run's log is in here: private whatever the umask. SQLite gives its
             # -wal and -shm files the database file's mode.
             private_dir(path.parent)
+            check_header(path)
             private_file(path)
             # One connection may serve several threads of a run (parallel pulls);
             # self._lock serializes them.
             self.db = sqlite3.connect(path, timeout=30.0, isolation_level=None,
                                       check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
-            raise PhobosError(f"cannot open the history database {path}: {exc}",
-                              "check [paths] state in the config and its permissions"
-                              ) from None
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self._migrate()
+            raise unavailable(path, exc) from None
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except (OSError, sqlite3.Error) as exc:
+            self.db.close()
+            raise unavailable(path, exc) from None
         self._lock = threading.RLock()
         self._pending: list[tuple[int, int, float, str, str]] = []
         self._last_flush = time.monotonic()
@@ -175,7 +205,12 @@ class History:
 
     @classmethod
     def open(cls, state_dir: Path) -> History:
-        return cls(state_dir / "history.sqlite")
+        return cls(state_dir / HISTORY_FILE)
+
+    @classmethod
+    def in_memory(cls) -> History:
+        """An empty history in memory: what readers show when the real one is unavailable."""
+        return cls(Path(":memory:"))
 
     @_serialized
     def close(self) -> None:
@@ -224,12 +259,16 @@ class History:
 
     @_serialized
     def finish_run(self, run_id: int, *, outcome: Outcome, exit_code: int,
-                   message: str | None, stats: dict[str, Any]) -> None:
+                   message: str | None, stats: dict[str, Any], alert: str | None = None
+                   ) -> None:
+        """Record the outcome. ``alert``: someone must be told about it: :data:`DUE` (until
+        the runner has, see :meth:`claim_alert`, a phobos that finds its process dead
+        tells instead) or :data:`FOR_HOOK` (systemd's OnFailure= hook tells)."""
         self.flush()
         self.db.execute(
             "UPDATE runs SET ended = ?, outcome = ?, exit_code = ?, message = ?, stats = ?, "
-            "child_pgid = NULL WHERE id = ?",
-            (time.time(), str(outcome), exit_code, message, json.dumps(stats), run_id))
+            "child_pgid = NULL, alert = ? WHERE id = ?",
+            (time.time(), str(outcome), exit_code, message, json.dumps(stats), alert, run_id))
 
     @_serialized
     def start_step(self, run_id: int, seq: int, name: str, argv: Sequence[str]) -> None:
@@ -267,6 +306,13 @@ class History:
             self._pending.clear()
         self._last_flush = time.monotonic()
 
+    @_serialized
+    def unflushed(self) -> list[tuple[int, int, float, str, str]]:
+        """Log lines queued but not yet written, as (run, seq, ts, stream, line); they are
+        handed over and forgotten here (a recorder that gives up on the database)."""
+        lines, self._pending = self._pending, []
+        return lines
+
     # --- recovery ----------------------------------------------------------------------
 
     def recover(self) -> list[int]:
@@ -284,13 +330,38 @@ class History:
                 continue  # still running
             if child_pgid:
                 _kill_leftover_group(child_pgid, started)
-            self.db.execute(
+            marked = self.db.execute(
                 "UPDATE runs SET outcome = 'interrupted', exit_code = 4, child_pgid = NULL, "
                 "ended = COALESCE((SELECT MAX(ts) FROM log WHERE run_id = ?), started), "
-                "message = 'phobos process disappeared (killed or power loss)' "
-                "WHERE id = ? AND outcome = 'running'", (run_id, run_id))
-            recovered.append(run_id)
+                "message = ?, alert = 'due' WHERE id = ? AND outcome = 'running'",
+                (run_id, DISAPPEARED, run_id))
+            if marked.rowcount:  # another phobos may have marked it a moment ago
+                recovered.append(run_id)
         return recovered
+
+    def due_alerts(self) -> list[Run]:
+        """Runs whose alert is due and whose process is gone (killed before it could tell,
+        or never able to), oldest first."""
+        rows = self.db.execute(f"SELECT {_RUN_COLUMNS}, pid, pid_start FROM runs "
+                               "WHERE alert = 'due' ORDER BY id").fetchall()
+        width = len(_RUN_COLUMNS.split(","))
+        return [_run(row[:width]) for row in rows
+                if process_start_ticks(row[width]) != row[width + 1]]
+
+    @_serialized
+    def claim_alert(self, run_id: int, by: str = TAKEN) -> bool:
+        """Take on telling about run ``run_id``: True for exactly one caller. ``by``:
+        :data:`TOLD` (its own runner told the notifiers; which channels delivered is in
+        their ledger) or :data:`TAKEN` (another phobos: the cleanup after a dead run, or
+        systemd's failure hook)."""
+        claimed = self.db.execute("UPDATE runs SET alert = ? WHERE id = ? AND "
+                                  "alert IN ('due', 'hook')", (by, run_id))
+        return claimed.rowcount == 1
+
+    def alert_of(self, run_id: int) -> str | None:
+        """:data:`DUE`, :data:`FOR_HOOK`, :data:`TOLD`, :data:`TAKEN`, or None."""
+        row = self.db.execute("SELECT alert FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return None if row is None else row[0]
 
     # --- reading -------------------------------------------------------------------------
 
@@ -361,6 +432,83 @@ class History:
         return [{"seq": r[0], "name": r[1], "argv": json.loads(r[2]), "started": r[3],
                  "ended": r[4], "exit_code": r[5], "outcome": r[6]} for r in rows]
 
+
+
+HISTORY_FILE = "history.sqlite"
+_HEADER = b"SQLite format 3\x00"
+# SQLite's primary result codes (the low byte of an extended code) that mean the file is
+# not a usable database any more, rather than that it cannot be written right now.
+_DAMAGED_CODES = {11: "SQLITE_CORRUPT", 26: "SQLITE_NOTADB"}
+_UNWRITABLE_HINTS = {
+    3: "check the permissions of the file and its directory",  # SQLITE_PERM
+    8: "the file or its filesystem is read-only: `lsattr` it (chattr -i), or remount "
+       "the filesystem read-write",  # SQLITE_READONLY
+    13: "the filesystem holding it is full: free some space",  # SQLITE_FULL
+    14: "check that the directory exists and phobos may write it",  # SQLITE_CANTOPEN
+}
+
+
+_DAMAGED_HINT = "the next `phobos run` moves it aside (keeping it) and starts a fresh one"
+
+
+def check_header(path: Path) -> None:
+    """Raise HistoryUnavailable(damaged) when ``path`` cannot be an SQLite database: a
+    wrong header, or fewer pages than its header counts (a truncated file). A missing
+    or empty file is fine (a new database). Costs one read of 100 bytes."""
+    try:
+        with path.open("rb") as file:
+            header = file.read(100)
+            size = os.fstat(file.fileno()).st_size
+    except FileNotFoundError:
+        return
+    if size == 0:
+        return
+    if len(header) < 100 or not header.startswith(_HEADER):
+        raise HistoryUnavailable(f"the history database {path} is damaged: it does not start "
+                                 "with an SQLite header", _DAMAGED_HINT, damaged=True)
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    counted = pages and header[24:28] == header[92:96]
+    wal = path.with_name(path.name + "-wal")
+    if counted and size < pages * page_size and not _nonempty(wal):
+        raise HistoryUnavailable(f"the history database {path} is damaged: it is truncated "
+                                 f"({size} of {pages * page_size} bytes)", _DAMAGED_HINT,
+                                 damaged=True)
+
+
+def _filesystem_full(path: Path) -> bool:
+    try:
+        return os.statvfs(path.parent).f_bavail == 0
+    except OSError:
+        return False
+
+
+def _nonempty(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
+def unavailable(path: Path, exc: BaseException) -> HistoryUnavailable:
+    """The HistoryUnavailable for an error while opening or using the database at ``path``."""
+    if isinstance(exc, HistoryUnavailable):
+        return exc
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    if primary in _DAMAGED_CODES:
+        return HistoryUnavailable(f"the history database {path} is damaged ({exc})",
+                                  _DAMAGED_HINT, damaged=True)
+    hint = _UNWRITABLE_HINTS.get(primary or 0, "check [paths] state in the config, the "
+                                 "file's permissions and the filesystem's free space")
+    if (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
+            primary in (10, 14) and _filesystem_full(path)):  # SQLITE_IOERR, _CANTOPEN
+        hint = _UNWRITABLE_HINTS[13]
+    elif isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EPERM):
+        hint = _UNWRITABLE_HINTS[8]
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return HistoryUnavailable(f"cannot use the history database {path}: {reason}", hint)
 
 
 class _Transaction:

@@ -40,7 +40,7 @@ from enum import Enum
 
 from phobos.config.job import JobBase
 from phobos.config.model import Config
-from phobos.core.history import History, Run
+from phobos.core.history import Run, RunSource
 from phobos.core.locks import merge
 from phobos.core.model import Outcome, Trigger
 from phobos.core.queue import Place, Ticket, Wait
@@ -189,7 +189,7 @@ class RunOrder:
     at every poll: ``self(tickets)`` says what the run still waits for, or None."""
 
     def __init__(self, config: Config, name: str, trigger: str, started: float,
-                 history: History) -> None:
+                 history: RunSource) -> None:
         self.config = config
         self.name = name
         self.job = config.jobs[name]

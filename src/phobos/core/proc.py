@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +47,7 @@ KILL_GRACE_SECONDS = 10.0
 _live: set[subprocess.Popen[bytes]] = set()
 _live_lock = threading.Lock()
 
+Diagnose = Callable[[Sequence[str]], tuple[str, str] | None]
 LineSink = Callable[[str, str], None]
 """Receives (stream, line) for each output line: stream is "stdout" or "stderr"."""
 
@@ -188,10 +189,32 @@ def secret_env_values(env: Mapping[str, str]) -> list[str]:
 
 
 def _die_with_parent() -> None:
-    """Runs in the child between fork and exec: SIGKILL it if phobos dies."""
+    """Runs in the child between fork and exec: SIGKILL it if phobos dies, and take stop
+    signals again (the parent held them while starting it)."""
     pr_set_pdeathsig = 1
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
+@contextlib.contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """Hold stop signals while a child is being started. A handler raising in the middle
+    of ``subprocess.Popen`` (after the fork) would leave a started child nobody knows:
+    never stopped, never reaped, still writing (a ``mount`` completing after the drive's
+    cleanup looked). Python runs handlers in the main thread only: other threads need
+    nothing held."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def run(
@@ -209,6 +232,7 @@ def run(
     pass_fds: Sequence[int] = (),
     check: bool = True,
     explain: Callable[[int], str] | None = None,
+    diagnose: Diagnose | None = None,
     on_start: Callable[[int], None] | None = None,
     tail_lines: int = 40,
     reader: LineReader | None = None,
@@ -230,34 +254,57 @@ def run(
     streams = _Streams(sink=sink, redact=redact, capture=capture, tail_lines=tail_lines,
                        reader=reader, on_progress=on_progress)
     started = time.monotonic()
-    proc = _spawn(argv, full_env, cwd, pass_fds, stdin_data is not None)
-    with _live_lock:
-        _live.add(proc)
-    if on_start is not None:
-        on_start(proc.pid)
+    proc = _supervise(argv, full_env, cwd, pass_fds, stdin_data, streams, timeout, on_start)
+    result = _classify(argv, proc.returncode, started, streams, set(ok_codes), set(warn_codes))
+    if check and result.outcome is Outcome.FAILED:
+        raise failure(result, explain, diagnose)
+    return result
+
+
+def _supervise(argv: Sequence[str], env: dict[str, str], cwd: str | Path | None,
+               pass_fds: Sequence[int], stdin_data: bytes | None, streams: _Streams,
+               timeout: float | None, on_start: Callable[[int], None] | None
+               ) -> subprocess.Popen[bytes]:
+    """Start the child and pump its output until it ends; on a timeout or any exception
+    (a stop signal) stop its process group and reap it. Returns the reaped child."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    proc: subprocess.Popen[bytes] | None = None
     try:
-        _pump(proc, streams, stdin_data, None if timeout is None else started + timeout)
+        # A stop signal that comes while the child is being started is raised once it is
+        # known (as the block ends): then it is stopped and reaped like any other.
+        with _stop_signals_held():
+            proc = _spawn(argv, env, cwd, pass_fds, stdin_data is not None)
+            with _live_lock:
+                _live.add(proc)
+        if on_start is not None:
+            on_start(proc.pid)
+        _pump(proc, streams, stdin_data, deadline)
     except TimeoutError:
+        assert proc is not None
         _terminate_group(proc)
         raise StepFailed(f"{os.path.basename(argv[0])} did not finish within "
                          f"{format_duration(timeout)} and was stopped",
                          "raise the job's `timeout` if the work really takes this long"
                          ) from None
     except BaseException:
-        _terminate_group(proc)
+        if proc is not None:
+            _terminate_group(proc)
         raise
     finally:
         streams.close()
-        with _live_lock:
-            _live.discard(proc)
-    result = _classify(argv, proc.returncode, started, streams, set(ok_codes), set(warn_codes))
-    if check and result.outcome is Outcome.FAILED:
-        raise failure(result, explain)
-    return result
+        if proc is not None:
+            with _live_lock:
+                _live.discard(proc)
+    return proc
 
 
-def failure(result: Result, explain: Callable[[int], str] | None = None) -> StepFailed:
-    """The error for a failed result: program, exit code, its meaning, last stderr lines."""
+def failure(result: Result, explain: Callable[[int], str] | None = None,
+            diagnose: Diagnose | None = None) -> StepFailed:
+    """The error for a failed result: program, exit code, its meaning, last stderr lines;
+    or what ``diagnose`` makes of the output, when it recognises the failure."""
+    found = diagnose(result.tail) if diagnose is not None else None
+    if found is not None:
+        return StepFailed(*found)
     return StepFailed(_failure_message(result, explain),
                       "see the whole output with `phobos log RUN_ID` "
                       "(run ids are in `phobos history`)")
@@ -469,7 +516,7 @@ def direct_runner(log: Log | None = None, *, announce: bool = True) -> StepRunne
             return run(step.argv, env=step.env, secrets=step.secrets, ok_codes=step.ok_codes,
                        warn_codes=step.warn_codes, timeout=step.timeout, sink=sink,
                        capture=step.capture, cwd=step.cwd, stdin_data=step.stdin,
-                       explain=step.explain,
+                       explain=step.explain, diagnose=step.diagnose,
                        reader=step.progress() if step.progress is not None else None)
         except StepFailed as exc:
             if not announce:

@@ -5,12 +5,23 @@ order (per its busy policy), runs the kind's ``execute`` with a :class:`RunConte
 and records the outcome. Signals (SIGTERM from systemd, Ctrl-C, SIGHUP) become
 :class:`~phobos.errors.Interrupted`, which stops the current step's process group
 and is recorded as an interrupted run. The returned report carries the exit code.
+
+A stop signal is also remembered (:class:`StopRequest`): should anything between the
+signal and the runner's handler swallow the exception, the run still stops before its
+work starts and before each further step. Ctrl-C at the terminal where the run is the
+foreground job is the person's own decision: recorded as interrupted, without an
+alarm (no red LED, no failure mail); any other stop signal alerts.
+
+The history is written through :class:`~phobos.core.recorder.RunRecorder`: a damaged
+or unwritable database never stops the job; its problem is reported on stderr, to the
+notifiers (LED red, mail) and by exit code 5 when the job itself did not fail.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import threading
 import time
 import traceback
@@ -24,11 +35,13 @@ from typing import Any
 from phobos.config.job import JobBase
 from phobos.config.model import Config
 from phobos.core import proc
-from phobos.core.history import History
+from phobos.core.console import say
+from phobos.core.history import DUE, FOR_HOOK
 from phobos.core.locks import locked
 from phobos.core.model import BusyPolicy, Outcome, Trigger, format_duration
 from phobos.core.order import RunOrder
 from phobos.core.progress import ProgressListener, RunTracker, state_directory
+from phobos.core.recorder import RunRecorder, open_for_run
 from phobos.core.step import Step
 from phobos.errors import Absent, Busy, ExitCode, Interrupted, PhobosError, StepFailed
 from phobos.notify.base import EventKind, Notifier, RunEvent, dispatch
@@ -45,6 +58,25 @@ class RunReport:
     exit_code: ExitCode
     message: str | None
     duration: float
+    problem: str | None = None  # the history's problem, if it had one (see core.recorder)
+
+
+class StopRequest:
+    """The stop signal a run received, kept after the exception it raised: checked at
+    the points where work would start (:meth:`check`)."""
+
+    def __init__(self) -> None:
+        self.received: Interrupted | None = None
+        self.settled = False  # the outcome is recorded: later signals change nothing
+
+    @property
+    def by_user(self) -> bool:
+        return self.received is not None and self.received.by_user
+
+    def check(self) -> None:
+        """Raise Interrupted again if a stop signal arrived (and was swallowed)."""
+        if self.received is not None:
+            raise Interrupted(self.received.message, by_user=self.received.by_user)
 
 
 class RunContext:
@@ -56,10 +88,11 @@ class RunContext:
     """
 
     def __init__(self, *, config: Config, name: str, job: JobBase, run_id: int,
-                 trigger: Trigger, history: History, echo: Echo | None,
+                 trigger: Trigger, history: RunRecorder, echo: Echo | None,
                  deadline: float | None, tool_progress: bool = True,
                  listener: ProgressListener | None = None,
-                 only_drive: str | None = None) -> None:
+                 only_drive: str | None = None,
+                 stop: StopRequest | None = None) -> None:
         self.config = config
         self.name = name
         self.job = job
@@ -84,6 +117,8 @@ class RunContext:
         self.tracker = RunTracker(state_directory(config.paths.run), run_id=run_id, job=name,
                                   listener=listener,
                                   log=lambda line: self.log(line, echo=listener is None))
+        self.stop = stop or StopRequest()
+        self.started = time.time()  # as recorded (within a moment) when the run started
 
     def log(self, line: str, stream: str = "phobos", *, echo: bool = True) -> None:
         """A line into the run's log (redacted) and, if echoing, onto the terminal."""
@@ -104,6 +139,7 @@ class RunContext:
 
     def run(self, step: Step) -> proc.Result:
         """Run one step; a failing exit code raises StepFailed naming the step."""
+        self.stop.check()
         with self._seq_lock:  # steps may run in parallel threads
             self._step_seq += 1
             seq = self._step_seq
@@ -129,7 +165,7 @@ class RunContext:
             self.tracker.step_finished(seq)
         self.history.finish_step(self.run_id, seq, result.returncode, result.outcome)
         if result.outcome is Outcome.FAILED:
-            error = proc.failure(result, step.explain)
+            error = proc.failure(result, step.explain, step.diagnose)
             raise StepFailed(f"step {step.name}: {error.message}", error.hint)
         if result.outcome is Outcome.WARNING:
             meaning = step.explain(result.returncode) if step.explain else ""
@@ -157,48 +193,96 @@ def run_job(config: Config, name: str, trigger: Trigger, echo: Echo | None = Non
             tool_progress: bool = True,
             listener: ProgressListener | None = None,
             only_drive: str | None = None) -> RunReport:
-    """Run job ``name`` once and record it. Never raises for the job's own failure:
-    the report says what happened (only a bad job name raises, before recording).
-    ``tool_progress`` and ``listener``: see :class:`RunContext`. ``only_drive``: a
-    drive-sync job syncs that drive only (the one just plugged in)."""
+    """Run job ``name`` once and record it. Never raises for the job's own failure, nor
+    for its bookkeeping's: the report says what happened (only a bad job name raises,
+    before recording). ``tool_progress`` and ``listener``: see :class:`RunContext`.
+    ``only_drive``: a drive-sync job syncs that drive only (the one just plugged in)."""
     from phobos.jobs import kind_module
 
     job = config.job(name)
     module = kind_module(job.kind)
-    history = History.open(config.paths.state)
+    recorder = open_for_run(config.paths.state, config.paths.log)
     try:
-        history.recover()
+        _reconcile(config, recorder)
         # Signals count from here: a SIGTERM while the run is being set up (or while a
         # notifier is told it started) still ends as a recorded interrupted run.
-        with signals_interrupt():
-            run_id = history.start_run(job=name, kind=str(job.kind), trigger=str(trigger))
+        with signals_interrupt() as stop:
+            run_id = recorder.start_run(job=name, kind=str(job.kind), trigger=str(trigger))
             deadline = None if job.timeout is None else time.monotonic() + job.timeout
             ctx = RunContext(config=config, name=name, job=job, run_id=run_id,
-                             trigger=trigger, history=history, echo=echo, deadline=deadline,
+                             trigger=trigger, history=recorder, echo=echo, deadline=deadline,
                              tool_progress=tool_progress, listener=listener,
-                             only_drive=only_drive)
-            started = time.monotonic()
-            outcome, code, message, notifiers = _start_and_execute(ctx, module.execute)
-            duration = time.monotonic() - started
-            message = ctx.redact(message) if message else None
-            ctx.log(f"{outcome} after {format_duration(duration)}"
-                    + (f": {message}" if message else ""))
-            history.finish_run(run_id, outcome=outcome, exit_code=int(code), message=message,
-                               stats=ctx.stats)
-            dispatch(notifiers, _event(ctx, EventKind.FINISHED, outcome=outcome,
-                                       message=message, duration=duration),
-                     warn=ctx.warn_notifier)
+                             only_drive=only_drive, stop=stop)
+            report = _run_and_record(ctx, module.execute)
     finally:
-        history.close()
-    return RunReport(run_id=run_id, job=name, outcome=outcome, exit_code=code,
-                     message=message, duration=duration)
+        recorder.close()
+    return report
+
+
+def _run_and_record(ctx: RunContext, execute: Callable[[RunContext], None]) -> RunReport:
+    started = time.monotonic()
+    outcome, code, message, notifiers = _start_and_execute(ctx, execute)
+    duration = time.monotonic() - started
+    message = ctx.redact(message) if message else None
+    ctx.log(f"{outcome} after {format_duration(duration)}"
+            + (f": {message}" if message else ""))
+    # Due until told: should this process die before the notifiers are through, the next
+    # phobos to start tells instead (phobos.reconcile).
+    alert = ctx.history.problem is not None or (
+        outcome in (Outcome.FAILED, Outcome.INTERRUPTED) and not ctx.stop.by_user)
+    hook = _left_to_the_hook()
+    ctx.history.finish_run(ctx.run_id, outcome=outcome, exit_code=int(code), message=message,
+                           stats=ctx.stats,
+                           alert=None if not alert else FOR_HOOK if hook else DUE)
+    ctx.stop.settled = True  # recorded: a stop signal now would only hide the outcome
+    ctx.history.settle()
+    problem = ctx.history.problem
+    if problem is not None and code in (ExitCode.OK, ExitCode.SKIPPED):
+        code = ExitCode.UNRECORDED  # the unit must fail visibly: systemd's OnFailure= fires
+    trouble = None if problem is None else ctx.redact(str(problem))
+    if notifiers is None:  # stopped while building them: the outcome must still be told
+        notifiers = _notifiers(ctx)
+    dispatch(notifiers, _event(ctx, EventKind.FINISHED, outcome=outcome, message=message,
+                               duration=duration, trouble=trouble, by_user=ctx.stop.by_user),
+             warn=ctx.warn_notifier)
+    if alert and not hook:
+        ctx.history.claim_alert(ctx.run_id)
+    return RunReport(run_id=ctx.run_id, job=ctx.name, outcome=outcome, exit_code=code,
+                     message=message, duration=duration, problem=trouble)
+
+
+def _left_to_the_hook() -> bool:
+    """Failure messages are systemd's OnFailure= hook's: it takes the alert on. Otherwise
+    the runner has told (the channels' ledger says which delivered); should it die first,
+    the alert stays due for the next phobos that starts (phobos.reconcile)."""
+    from phobos.notify.setup import FAILURE_HOOK_ENV
+
+    return bool(os.environ.get(FAILURE_HOOK_ENV))
+
+
+def _reconcile(config: Config, recorder: RunRecorder) -> None:
+    """Clean up after runs whose process died (see :mod:`phobos.reconcile`); its own
+    trouble is reported and never stops this run."""
+    if recorder.history is None:
+        return
+    from phobos.reconcile import reconcile
+
+    try:
+        reconcile(config, recorder.history, say=_say)
+    except (PhobosError, sqlite3.Error, OSError) as exc:
+        _say(f"warning: cleaning up after dead runs failed: {exc}")
+
+
+def _say(line: str) -> None:
+    say(f"phobos: {line}")
 
 
 def _start_and_execute(ctx: RunContext, execute: Callable[[RunContext], None]
-                       ) -> tuple[Outcome, ExitCode, str | None, list[Notifier]]:
+                       ) -> tuple[Outcome, ExitCode, str | None, list[Notifier] | None]:
     """Tell the notifiers, then run; an interruption before the job's own handling
-    (while notifying) is recorded like any other."""
-    notifiers: list[Notifier] = []
+    (while notifying) is recorded like any other. Notifiers None: interrupted while
+    they were being built."""
+    notifiers: list[Notifier] | None = None
     try:
         notifiers = _notifiers(ctx)
         dispatch(notifiers, _event(ctx, EventKind.STARTED), warn=ctx.warn_notifier)
@@ -240,6 +324,7 @@ def _execute(ctx: RunContext,
             ctx.history.mark_locked(ctx.run_id)
             if held.held:
                 ctx.log("holding " + ", ".join(str(r) for r in held.held))
+            ctx.stop.check()  # a stop signal swallowed while waiting ends here, at the latest
             execute(ctx)
     except Busy as exc:
         if job.on_busy is BusyPolicy.FAIL:
@@ -268,8 +353,7 @@ def _execute(ctx: RunContext,
 
 def _order(ctx: RunContext) -> RunOrder:
     """The run's place in line and its `after` rules (phobos.core.order)."""
-    run = ctx.history.run(ctx.run_id)
-    order = RunOrder(ctx.config, ctx.name, run.trigger, run.started, ctx.history)
+    order = RunOrder(ctx.config, ctx.name, str(ctx.trigger), ctx.started, ctx.history)
     if order.slot is not None:
         ctx.log(f"on time for the slot at {time.strftime('%H:%M:%S', time.localtime(order.slot))}"
                 f" (place {order.place.rank + 1} of its order)")
@@ -280,21 +364,36 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @contextmanager
-def signals_interrupt() -> Iterator[None]:
-    """Turn the first stop signal into Interrupted; later ones are ignored so that
-    cleanup (killing the child, releasing locks, recording history) completes."""
-    fired = False
+def signals_interrupt() -> Iterator[StopRequest]:
+    """Turn the first stop signal into Interrupted (remembered in the StopRequest);
+    later ones are ignored so that cleanup (killing the child, releasing locks,
+    recording history) completes."""
+    stop = StopRequest()
 
     def handler(signum: int, _frame: FrameType | None) -> None:
-        nonlocal fired
-        if fired:
+        if stop.received is not None or stop.settled:
             return
-        fired = True
-        raise Interrupted(f"stopped by {signal.Signals(signum).name}")
+        if signum == signal.SIGINT and _foreground_at_a_terminal():
+            stop.received = Interrupted("stopped by Ctrl-C at the terminal", by_user=True)
+        else:
+            stop.received = Interrupted(f"stopped by {signal.Signals(signum).name}")
+        raise Interrupted(stop.received.message, by_user=stop.received.by_user)
 
     previous = {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS}
     try:
-        yield
+        yield stop
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _foreground_at_a_terminal() -> bool:
+    """Whether this process is the foreground job of a terminal (where Ctrl-C comes from
+    the person running it, not from systemd or another program)."""
+    for fd in (0, 1, 2):
+        try:
+            return os.tcgetpgrp(fd) == os.getpgrp()
+        except OSError:
+            continue
+    return False
+

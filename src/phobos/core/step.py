@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -22,6 +22,9 @@ class Step:
     ``*_FD`` variable is passed by the planner as a pipe, never as an argument).
     ``progress`` makes the reader of the program's progress output (see
     :mod:`phobos.core.progress`); with it, output is also split at carriage returns.
+    ``diagnose`` reads the last output lines of a failed run (stderr lines prefixed
+    ``stderr: ``) and may return a clear (message, hint) that replaces the quoted output,
+    for failures people meet (a full filesystem rather than Borg's traceback).
     """
 
     name: str
@@ -35,5 +38,6 @@ class Step:
     stdin: bytes | None = None
     cwd: str | None = None
     explain: Callable[[int], str] | None = None
+    diagnose: Callable[[Sequence[str]], tuple[str, str] | None] | None = None
     label: str = ""  # prefixed to each output line in the log, e.g. the host of a pull
     progress: ReaderFactory | None = None

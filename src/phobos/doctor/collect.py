@@ -19,11 +19,13 @@ from phobos.doctor.clock import clock_findings
 from phobos.doctor.config import load_config
 from phobos.doctor.drives import drive_findings
 from phobos.doctor.findings import Check, Finding, guarded
+from phobos.doctor.history import history_findings
 from phobos.doctor.hosts import host_findings, server_findings
 from phobos.doctor.namespace import namespace_findings
 from phobos.doctor.notify import led_findings, notify_findings
 from phobos.doctor.options import Options
 from phobos.doctor.secrets import secret_findings
+from phobos.doctor.space import space_findings
 from phobos.doctor.storage import storage_findings
 from phobos.doctor.tools import tool_findings
 from phobos.doctor.units import unit_findings
@@ -48,6 +50,8 @@ def _config_checks(config: Config, config_file: Path, opts: Options
         ("storage", lambda: storage_findings(config)),
         ("hosts", lambda: host_findings(config) + server_findings(config)),
         ("borg keys", lambda: key_export_findings(config)),
+        ("space", lambda: space_findings(config)),
+        ("history", lambda: history_findings(config)),
         ("drives", lambda: drive_findings(config)),
         ("units", lambda: unit_findings(config, config_file, opts)),
         ("namespace", lambda: namespace_findings(config)),

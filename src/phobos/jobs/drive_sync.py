@@ -117,28 +117,32 @@ def explain_copy(code: int) -> str:
 def plan(job: DriveSyncJob, config: Config, mountpoint: Path, *,
          progress: bool = False) -> list[Copy]:
     """The copies for one drive mounted at ``mountpoint``; with ``progress`` each copy
-    reports its progress."""
+    reports its progress.
+
+    Each copy runs in the drive's root (``cwd``) and writes to a path relative to it: if
+    the drive's filesystem vanishes mid-copy (unmounted under it), the copy goes on into
+    that detached filesystem or fails, and never fills the bare mount point on the NAS."""
     repo = config.repos[job.repo]
     assert repo.path is not None  # check_refs: a repository on this machine
-    dest = mountpoint / repo_target(job, config)
-    mirror = rsync.mirror_argv(repo.path, dest, (*REPO_EXCLUDES, *job.rsync_options),
+    target = repo_target(job, config)
+    mirror = rsync.mirror_argv(repo.path, f"./{target}", (*REPO_EXCLUDES, *job.rsync_options),
                                progress=progress)
     reader = rsync.progress_reader if progress else None
-    copies = [Copy(what=f"repo {job.repo}", source=repo.path, dest=dest,
+    copies = [Copy(what=f"repo {job.repo}", source=repo.path, dest=mountpoint / target,
                    # Waits up to the repo's lock_wait for Borg's lock: phobos's own locks
                    # already keep phobos's Borg jobs away.
                    step=Step(name="copy-repo",
                              argv=borgtool.with_lock_argv(repo.path, repo.lock_wait, mirror),
                              env=borgtool.base_env(repo.base_dir), capture=True,
-                             explain=explain_copy, progress=reader))]
+                             cwd=str(mountpoint), explain=explain_copy, progress=reader))]
     if job.holding:
-        holding, target = config.storage.holding, mountpoint / HOLDING_DIR
+        holding = config.storage.holding
         copies.append(Copy(
-            what="holding area", source=holding, dest=target,
+            what="holding area", source=holding, dest=mountpoint / HOLDING_DIR,
             step=Step(name="copy-holding",
-                      argv=rsync.mirror_argv(holding, target, job.rsync_options,
+                      argv=rsync.mirror_argv(holding, f"./{HOLDING_DIR}", job.rsync_options,
                                              progress=progress),
-                      capture=True, warn_codes=rsync.WARN_CODES,
+                      capture=True, cwd=str(mountpoint), warn_codes=rsync.WARN_CODES,
                       explain=rsync.explain_mirror, progress=reader)))
     return copies
 
@@ -268,6 +272,10 @@ def copy_and_verify(ctx: RunContext, job: DriveSyncJob, mountpoint: Path) -> dic
         stats["copied_bytes"] += rsync.copied_bytes(result.stdout)
         stats["copy_seconds"] += result.duration
     ctx.run(Step(name="flush", argv=mnt.sync_fs(mountpoint)))
+    if mnt.mounted_at(mnt.read_mountinfo(), mountpoint) is None:
+        raise StepFailed(f"the drive's filesystem disappeared from {mountpoint} during the "
+                         "sync (unplugged, or unmounted by someone): the copy is incomplete",
+                         "plug the drive in again: the next sync completes the copy")
     for copy, listing in listings:
         verify(copy, listing)
         ctx.log(f"verified the {copy.what}: {len(listing)} entries match")

@@ -141,7 +141,7 @@ class HostResult:
     outcome: Outcome
     duration: float
     stats: Mapping[str, int] = field(default_factory=dict)
-    error: PhobosError | None = None
+    error: PhobosError | Interrupted | None = None
 
     def as_stats(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"outcome": str(self.outcome),
@@ -203,7 +203,7 @@ def _pull_host(ctx: RunContext, name: str, stop: threading.Event) -> HostResult:
         if stop.is_set():
             raise Interrupted(f"host {name}: stopped before deleting anything")
         pruned = _transfer(ctx, plan.prune, plan, stop)
-    except PhobosError as exc:
+    except (PhobosError, Interrupted) as exc:
         outcome = Outcome.INTERRUPTED if stop.is_set() else Outcome.FAILED
         ctx.log(f"host {name} {outcome}: {exc.message}"
                 + (f" (hint: {exc.hint})" if exc.hint else ""))
@@ -343,5 +343,5 @@ def _failure(failed: Sequence[HostResult], total: int) -> PhobosError:
                       f"pulled. {parts}", hint)
 
 
-def _told(error: PhobosError) -> str:
+def _told(error: PhobosError | Interrupted) -> str:
     return f"{error.message} (hint: {error.hint})" if error.hint else error.message

@@ -41,6 +41,17 @@ class RunEvent:
     drive: str | None = None
     pid: int | None = None
     hostname: str = ""
+    # The run's bookkeeping failed (history damaged or unwritable): always worth a
+    # failure message and a red LED, whatever the job's own outcome.
+    trouble: str | None = None
+    # Stopped by the person at its terminal (Ctrl-C): recorded, but no alarm.
+    by_user: bool = False
+
+    @property
+    def recorded(self) -> bool:
+        """Whether the run is in the history database (runs logged to the fallback log
+        while it was unavailable have negative ids)."""
+        return self.run_id is not None and self.run_id > 0
 
     @property
     def host(self) -> str:

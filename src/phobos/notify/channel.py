@@ -42,9 +42,13 @@ def event_name(event: RunEvent) -> str | None:
     """The config's name for ``event`` (``failure``, ``success``...); None for STARTED."""
     if event.kind is EventKind.OVERDUE:
         return "overdue"
-    if event.kind is EventKind.FINISHED and event.outcome is not None:
-        return _FINISHED_NAMES.get(event.outcome)
-    return None
+    if event.kind is not EventKind.FINISHED or event.outcome is None:
+        return None
+    if event.trouble:
+        return "failure"  # the job may have worked; its record did not, and that needs a person
+    if event.by_user and event.outcome is Outcome.INTERRUPTED:
+        return None  # they stopped it themselves: nobody needs telling
+    return _FINISHED_NAMES.get(event.outcome)
 
 
 _VERBS = {
@@ -90,7 +94,8 @@ def render(event: RunEvent, config_source: Path | None = None, *, test: bool = F
     lines = _summary(event)
     if event.log_tail:
         lines += ["", "Last lines of the log:", *(f"  {line}" for line in event.log_tail)]
-    if event.run_id is not None:
+    if event.recorded:
+        assert event.run_id is not None
         lines += ["", f"The whole log: {log_command(config_source, event.run_id)}"]
     if test:
         lines = ["This is a test sent by `phobos notify test`; nothing really ran.", "", *lines]
@@ -106,7 +111,8 @@ def _what(event: RunEvent) -> str:
         return "is overdue"
     if event.kind is EventKind.STARTED or event.outcome is None:
         return "started"
-    return _VERBS.get(event.outcome, str(event.outcome))
+    verb = _VERBS.get(event.outcome, str(event.outcome))
+    return f"{verb}; its history needs attention" if event.trouble else verb
 
 
 def _severity(event: RunEvent) -> str:
@@ -121,10 +127,13 @@ def _summary(event: RunEvent) -> list[str]:
             ("Outcome", str(event.outcome) if event.outcome else event_name(event) or "started")]
     if event.message:
         rows.append(("Message", event.message))
+    if event.trouble:
+        rows.append(("Problem", event.trouble))
     if event.duration is not None:
         rows.append(("Duration", format_duration(event.duration)))
     if event.run_id is not None:
-        rows.append(("Run", str(event.run_id)))
+        rows.append(("Run", str(event.run_id) if event.recorded
+                     else "not in the history database (see phobos's log file)"))
     if event.drive:
         rows.append(("Drive", event.drive))
     return [f"{key + ':':<10} {value}" for key, value in rows]
@@ -171,7 +180,7 @@ class MessageNotifier:
         if name == "failure" and self.defer_failures:
             return
         self.channel.send(render(event, self.config_source))
-        if name != "failure" or event.run_id is None:
+        if name != "failure" or event.run_id is None or not event.recorded:
             return
         try:
             self.ledger.record(event.job, event.run_id, self.channel.name)

@@ -15,3 +15,8 @@ class LedUnavailable(PhobosError):
 
     A notifier failure: the runner reports it and never lets it change the job's own result.
     """
+
+
+class LedStateUnwritable(LedUnavailable):
+    """The LED's state file cannot be written (a read-only or full state directory): the
+    colour is still shown, but not remembered."""

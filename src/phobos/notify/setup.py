@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from phobos.config.model import Config
 from phobos.config.tables import LedConfig
-from phobos.core.model import LedState
+from phobos.core.model import LedState, Outcome
 from phobos.errors import ConfigError, PhobosError
 from phobos.notify.base import EventKind, Notifier, RunEvent
 from phobos.notify.channel import Channel, MessageNotifier, SentLedger
@@ -40,14 +40,20 @@ class LedNotifier:
     def notify(self, event: RunEvent) -> None:
         if event.run_id is None:
             return
+        run_id = str(event.run_id)
         if event.kind is EventKind.STARTED:
-            self.tracker.job_started(str(event.run_id), event.job, event.trigger,
-                                     pid=event.pid)
+            self.tracker.job_started(run_id, event.job, event.trigger, pid=event.pid)
         elif event.kind is EventKind.FINISHED and event.outcome is not None:
-            self.tracker.job_finished(str(event.run_id), event.job, str(event.outcome),
-                                      drive=event.drive)
+            if event.by_user and event.outcome is Outcome.INTERRUPTED:
+                self.tracker.job_ended_quietly(run_id)
+            else:
+                # Recorded fine: the history's red (if any) may clear (clear_on_success).
+                trouble = True if event.trouble else (False if event.recorded else None)
+                self.tracker.job_finished(run_id, event.job, str(event.outcome),
+                                          drive=event.drive, history_trouble=trouble)
         if self.problem is not None:
             raise self.problem
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,12 +144,14 @@ def _attempt(factory: Callable[[], T]) -> T | PhobosError:
         return ConfigError(str(exc))
 
 
-def build_notifiers(config: Config) -> list[Notifier]:
+def build_notifiers(config: Config, *, defer: bool | None = None) -> list[Notifier]:
     """Every notifier the config enables, in the order they are told about events: the LED
-    first (it is instant), then e-mail, Apprise and pings."""
+    first (it is instant), then e-mail, Apprise and pings. ``defer``: leave failure
+    messages to systemd's OnFailure= hook (default: when the unit says it has one)."""
     notifiers: list[Notifier] = [led_notifier(config)]
     ledger = SentLedger(config.paths.state)
-    defer = bool(os.environ.get(FAILURE_HOOK_ENV))
+    if defer is None:
+        defer = bool(os.environ.get(FAILURE_HOOK_ENV))
     for name, channel in message_channels(config).items():
         if isinstance(channel, PhobosError):
             notifiers.append(BrokenNotifier(name, channel))

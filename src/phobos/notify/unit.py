@@ -5,22 +5,26 @@ and turns the LED red. phobos does the same for any unit — with one exception:
 is a phobos job unit (``phobos-job-NAME.service``) whose latest run failed and whose failure
 a channel already delivered (the :class:`~phobos.notify.channel.SentLedger` says so), that
 channel is not used a second time. A run that died without notifying (SIGKILL, power loss)
-still gets its mail here.
+is cleaned up after and told about by :mod:`phobos.reconcile`, here or by whichever phobos
+started first: once, so this hook then sends nothing more for it. When the history cannot
+be read, the message says so and still goes out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import socket
+import sqlite3
 from dataclasses import dataclass
 
 from phobos.config.model import Config
 from phobos.config.secrets import redactor
 from phobos.core import proc
-from phobos.core.history import History, Run
+from phobos.core.history import DISAPPEARED, DUE, FOR_HOOK, TAKEN, History, Run
 from phobos.core.model import LedState, Outcome
-from phobos.errors import PhobosError, ToolMissing
+from phobos.errors import HistoryUnavailable, PhobosError, ToolMissing
 from phobos.notify.channel import Delivery, Note, SentLedger, attempt, log_command
 
 JOB_UNIT = re.compile(r"^phobos-job-(?P<job>.+)\.service$")
@@ -39,6 +43,8 @@ class UnitFailure:
     log_tail: tuple[str, ...]
     status: str
     notified: frozenset[str]
+    told: bool = False  # someone else (the cleanup after its dead process) told everyone
+    cleaned: tuple[str, ...] = ()  # what this hook cleaned up after its dead process
 
 
 def job_of_unit(unit: str, config: Config) -> str | None:
@@ -53,25 +59,59 @@ def inspect(config: Config, unit: str) -> UnitFailure:
     """Gather the unit's status and, for a job unit, its latest run and whether its
     failure was already notified."""
     job = job_of_unit(unit, config)
-    run, tail = _latest_run(config, job) if job is not None else (None, ())
+    latest = _latest_run(config, job) if job is not None else _Latest()
     notified: frozenset[str] = frozenset()
-    if job is not None and run is not None and run.outcome in _FAILED:
-        notified = SentLedger(config.paths.state).channels(job, run.id)
-    return UnitFailure(unit=unit, job=job, run=run, log_tail=tail,
-                       status=systemctl_status(unit), notified=notified)
+    if job is not None and latest.run is not None and latest.run.outcome in _FAILED:
+        notified = SentLedger(config.paths.state).channels(job, latest.run.id)
+    return UnitFailure(unit=unit, job=job, run=latest.run, log_tail=latest.tail,
+                       status=systemctl_status(unit), notified=notified, told=latest.told,
+                       cleaned=latest.cleaned)
 
 
-def _latest_run(config: Config, job: str) -> tuple[Run | None, tuple[str, ...]]:
-    history = History.open(config.paths.state)
+@dataclass(frozen=True, slots=True)
+class _Latest:
+    run: Run | None = None
+    tail: tuple[str, ...] = ()
+    told: bool = False  # someone else took on telling about it
+    cleaned: tuple[str, ...] = ()  # what was cleaned up after its dead process
+
+
+def _latest_run(config: Config, job: str) -> _Latest:
+    """The job's latest run and its log tail. If it is due for an alert (it failed, its
+    process died), this hook takes that on and cleans up after it; other dead runs are
+    left to :func:`phobos.reconcile.reconcile`, called here too."""
+    from phobos.reconcile import cleanup, reconcile
+
     try:
-        history.recover()  # a run whose phobos was killed with the unit counts as interrupted
+        history = History.open(config.paths.state)
+    except HistoryUnavailable as exc:
+        return _Latest(tail=(f"history unavailable: {exc.message}",))
+    try:
+        with contextlib.suppress(sqlite3.Error):
+            history.recover()  # a run whose phobos was killed with the unit: interrupted
         runs = history.runs(job, 1)
-        if not runs:
-            return None, ()
-        lines = [line.line for line in history.log_lines(runs[0].id)]
-        return runs[0], tuple(lines[-LOG_TAIL_LINES:])
+        latest = _Latest()
+        if runs:
+            run = runs[0]
+            lines = [line.line for line in history.log_lines(run.id)]
+            mine = _claimed(history, run.id)
+            cleaned = tuple(cleanup(config, run)) if mine and run.message == DISAPPEARED \
+                else ()
+            latest = _Latest(run=run, tail=tuple(lines[-LOG_TAIL_LINES:]),
+                             told=not mine and history.alert_of(run.id) == TAKEN,
+                             cleaned=cleaned)
+        with contextlib.suppress(PhobosError, sqlite3.Error, OSError):
+            reconcile(config, history, say=lambda _line: None)
+        return latest
     finally:
         history.close()
+
+
+def _claimed(history: History, run_id: int) -> bool:
+    try:
+        return history.alert_of(run_id) in (DUE, FOR_HOOK) and history.claim_alert(run_id)
+    except sqlite3.Error:  # a read-only history: tell, as before there were alerts
+        return False
 
 
 def systemctl_status(unit: str) -> str:
@@ -112,10 +152,13 @@ def _run_lines(failure: UnitFailure, config: Config) -> list[str]:
         return []
     run = failure.run
     if run is None:
-        return [f"It runs the phobos job {failure.job}, which has no recorded run.", ""]
+        return [f"It runs the phobos job {failure.job}, which has no recorded run.",
+                *failure.log_tail, ""]
     said = f": {run.message}" if run.message else ""
     lines = [f"It runs the phobos job {failure.job}; its latest run {run.id} "
              f"({run.trigger}) ended {run.outcome}{said}", ""]
+    if failure.cleaned:
+        lines += ["Cleaned up after it: " + "; ".join(failure.cleaned), ""]
     if failure.log_tail:
         lines += ["Last lines of its log:", *(f"  {line}" for line in failure.log_tail), ""]
     lines += [f"The whole log: {log_command(config.source, run.id)}", ""]
@@ -146,6 +189,10 @@ def deliver(config: Config, failure: UnitFailure) -> list[Delivery]:
         elif "failure" not in channel.events:
             results.append(Delivery(channel=name, status="skipped",
                                     detail="`failure` is not among its events"))
+        elif failure.told and failure.run is not None:
+            results.append(Delivery(channel=name, status="skipped",
+                                    detail=f"run {failure.run.id}'s process died; the cleanup "
+                                    "after it already told about it"))
         elif name in failure.notified and failure.run is not None:
             results.append(Delivery(channel=name, status="skipped",
                                     detail=f"the runner already sent the failure of run "

@@ -15,6 +15,7 @@ from phobos.core.locks import holders as phobos_holders
 from phobos.core.model import format_duration
 from phobos.core.proc import Log, StepRunner
 from phobos.core.step import Step
+from phobos.errors import Interrupted, PhobosError, StepFailed
 from phobos.repos.remote import diagnosed
 from phobos.repos.repo import Repo
 from phobos.tools import borg as borgtool
@@ -88,9 +89,11 @@ def _whose(holder: borg_repository.LockHolder, lock_dir: Path | None) -> str:
 
 def guarded(run: StepRunner, repo: Repo, log: Log) -> StepRunner:
     """``run``, but each Borg step first waits out outside Borg locks (see
-    :func:`wait_for_borg_locks`) and gets the fitting ``--lock-wait``; for a repository
-    over SSH, a step that failed because SSH did raises that typed error instead
-    (:func:`phobos.repos.remote.diagnosed`)."""
+    :func:`wait_for_borg_locks`) and gets the fitting ``--lock-wait``; when one fails or
+    is stopped, a lock its dead Borg left behind (it can, dying on a full disk or stopped
+    while it commits) is broken at once. For a repository over SSH, a step that failed
+    because SSH did raises that typed error instead (:func:`phobos.repos.remote.diagnosed`);
+    its locks are the server's."""
     if repo.endpoint is not None:
         return diagnosed(run, repo.endpoint)
 
@@ -100,6 +103,28 @@ def guarded(run: StepRunner, repo: Repo, log: Log) -> StepRunner:
                                        log=log)
             step = dataclasses.replace(step, argv=tuple(borgtool.with_lock_wait(step.argv,
                                                                                 wait)))
-        return run(step)
+        try:
+            return run(step)
+        except (StepFailed, Interrupted):  # its Borg is gone: a lock it left is stale
+            for line in break_stale_locks(repo, proc.direct_runner(announce=False)):
+                log(line)
+            raise
 
     return guarded_run
+
+
+def break_stale_locks(repo: Repo, run: StepRunner) -> list[str]:
+    """``borg break-lock`` when every holder of the repository's or its cache's lock is
+    a dead process on this host (Borg itself would remove them only when it next runs);
+    nothing otherwise. Returns what was done, for the log and the alert."""
+    places = [repo.config.path, borg_repository.cache_dir(repo.config.path, repo.config.base_dir)]
+    holders = [h for place in places if place for h in borg_repository.lock_holders(place)]
+    if not holders or any(h.alive is not False for h in holders):
+        return []
+    pids = ", ".join(sorted({str(h.pid) for h in holders}))
+    try:
+        run(repo.step("break-lock", borgtool.break_lock_argv(repo.borg, repo.access)))
+    except PhobosError as exc:
+        return [f"Borg's stale lock in {repo.config.path} (pid {pids}) could not be broken: "
+                f"{exc.message}"]
+    return [f"broke Borg's stale lock in {repo.config.path} (pid {pids})"]

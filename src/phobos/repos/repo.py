@@ -26,7 +26,7 @@ from phobos.core.step import Step
 from phobos.errors import PhobosError, UsageError
 from phobos.repos.remote import borg_env, endpoint, require_key
 from phobos.tools import borg as borgtool
-from phobos.tools import borg_repository
+from phobos.tools import borg_repository, borg_space
 from phobos.tools.borg_contents import copy_env
 from phobos.tools.ssh import Endpoint
 
@@ -85,7 +85,8 @@ def borg_step(name: str, argv: Sequence[str], acc: borgtool.Access, borg: borgto
     return Step(name=name, argv=tuple(argv), env=acc.env, secrets=acc.secrets,
                 stdin=acc.stdin, capture=capture, cwd=cwd,
                 warn_codes=borgtool.warn_codes(borg, problems_fail=problems_fail),
-                explain=explainer(repo_path, problems_fail=problems_fail))
+                explain=explainer(repo_path, problems_fail=problems_fail),
+                diagnose=borg_space.diagnoser(repo_path))
 
 
 def explainer(repo_path: Path | None, *,

@@ -429,6 +429,12 @@ def needs_exclusive(argv: Sequence[str]) -> bool:
     return len(argv) > 1 and argv[1] in EXCLUSIVE_COMMANDS
 
 
+def break_lock_argv(borg: Borg, acc: Access) -> list[str]:
+    """Remove Borg's repository and cache locks, whoever holds them: only for locks whose
+    every holder is known to be dead (see :func:`~phobos.tools.borg_repository.lock_holders`)."""
+    return [borg.path, "break-lock", "--", acc.location]
+
+
 def with_lock_argv(repo: Path, lock_wait: float, command: Sequence[str]) -> tuple[str, ...]:
     """``command`` run by ``borg with-lock`` under the exclusive lock of ``repo``, waiting
     up to ``lock_wait`` seconds for it."""

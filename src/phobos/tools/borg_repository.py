@@ -85,11 +85,14 @@ def _command_of(pid: int) -> str | None:
 
 
 def lock_holders(repo: Path) -> list[LockHolder]:
-    """Holders of Borg's lock in ``repo`` (empty when unlocked or unreadable)."""
+    """Holders of Borg's lock in ``repo`` (empty when unlocked or unreadable). A roster
+    left empty (Borg died writing it: a full disk) names no one; the exclusive lock's
+    ``HOST.PID-THREAD`` file then still does."""
     try:
         roster = json.loads((repo / "lock.roster").read_text())
     except (OSError, ValueError):
-        return []
+        roster = {"exclusive": [name.rsplit("-", 1)[0].rsplit(".", 1) for name in
+                                _listdir(repo / "lock.exclusive")]}
     since = None
     with contextlib.suppress(OSError):
         since = (repo / "lock.exclusive").stat().st_mtime
@@ -101,12 +104,25 @@ def lock_holders(repo: Path) -> list[LockHolder]:
             except (IndexError, TypeError, ValueError):
                 continue
             local = _is_local(host)
-            alive = Path(f"/proc/{pid}").exists() if local else None
+            alive = _running(pid) if local else None
             holders.append(LockHolder(
                 host=host, pid=pid, exclusive=kind == "exclusive", local=local, alive=alive,
                 command=_command_of(pid) if local and alive else None,
                 since=since if kind == "exclusive" else None))
     return holders
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie, killed but not yet reaped, is not)."""
+    with contextlib.suppress(OSError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    return False
+
+
+def _listdir(path: Path) -> list[str]:
+    with contextlib.suppress(OSError):
+        return os.listdir(path)
+    return []
 
 
 #: Borg's lock in a repository: meaningless in a copy on another machine, where it would
@@ -134,6 +150,11 @@ def _repo_config_value(repo: Path, key: str) -> str | None:
     except (OSError, configparser.Error):
         return None
     return parser.get("repository", key, fallback=None)
+
+
+def repository_setting(repo: Path, key: str) -> str | None:
+    """A value of the repository's own ``config`` file (``[repository]``), or None."""
+    return _repo_config_value(repo, key)
 
 
 def check_position(repo: Path) -> int | None:

@@ -328,7 +328,7 @@ def _has_acls(probe: Path) -> bool:
 LIST_FORMAT = "%i|%l|%n"
 
 
-def mirror_argv(source: Path, dest: Path, options: Sequence[str] = (), *,
+def mirror_argv(source: Path, dest: Path | str, options: Sequence[str] = (), *,
                 progress: bool = False) -> tuple[str, ...]:
     """Mirror ``source`` into ``dest``, listing every file considered (changed or not) with
     its size: ``-ii`` with :data:`LIST_FORMAT`, read by :func:`parse_listing`. With

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import json
 import sqlite3
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import datetime
 from pathlib import Path
@@ -33,11 +34,12 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from phobos.config.model import Config
+from phobos.core.history import History
 from phobos.core.model import format_duration
 from phobos.errors import PhobosError, UsageError
 from phobos.web import charts, metrics, views
 from phobos.web.address import is_loopback
-from phobos.web.readonly import ReadOnlyHistory, open_history
+from phobos.web.readonly import open_history
 
 TEMPLATES = Path(__file__).parent / "templates"
 COOKIE = "phobos_token"
@@ -101,10 +103,29 @@ class Pages:
         self.env = environment()
         self.css = (TEMPLATES / "style.css").read_text(encoding="utf-8")
         digest = base64.b64encode(hashlib.sha256(self.css.encode()).digest()).decode()
+        self._problem = threading.local()  # the history's problem, per request thread
         self.csp = (f"default-src 'none'; style-src 'sha256-{digest}'; img-src 'self' data:; "
                     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
-    def read(self, work: Callable[[ReadOnlyHistory], Any]) -> Any:
+    def read(self, work: Callable[[History], Any]) -> Any:
+        """``work(history)`` on a fresh read-only connection. When the history cannot be
+        read (damaged, unreadable), on an empty one, and the page says "history
+        unavailable: ..." (see :meth:`render`) instead of failing."""
+        self._problem.text = None
+        try:
+            return self._read(work)
+        except UsageError:
+            raise  # an unknown job or run: not the history's fault
+        except (PhobosError, sqlite3.DatabaseError) as exc:
+            hint = f" ({exc.hint})" if isinstance(exc, PhobosError) and exc.hint else ""
+            self._problem.text = f"history unavailable: {exc}{hint}"
+        empty = History.in_memory()
+        try:
+            return work(empty)
+        finally:
+            empty.db.close()
+
+    def _read(self, work: Callable[[History], Any]) -> Any:
         """``work(history)`` on a fresh read-only connection, retried once: a read of
         the immutable main file can race a checkpoint of a run that just ended."""
         for attempt in (1, 2):
@@ -120,8 +141,10 @@ class Pages:
 
     def render(self, template: str, **context: Any) -> str:
         now = self.clock()
+        problem = getattr(self._problem, "text", None)
         return self.env.get_template(template).render(
-            css=Markup(self.css), now=now, ts=now.timestamp(), config=self.config, **context)
+            css=Markup(self.css), now=now, ts=now.timestamp(), config=self.config,
+            history_problem=problem, **context)
 
     # Each page returns its HTML; the route wrapper turns errors into pages.
 
@@ -163,8 +186,10 @@ class Pages:
 
     def status(self, request: Request) -> str:
         entries = self.read(lambda h: views.status(self.config, h, self.clock()))
+        problem = getattr(self._problem, "text", None)
         # The same bytes `phobos status --json` prints.
-        return json.dumps({"jobs": entries}, indent=2, sort_keys=True) + "\n"
+        return json.dumps({"jobs": entries, **({"history_problem": problem} if problem else {})},
+                          indent=2, sort_keys=True) + "\n"
 
 
 def _int(text: str | None, default: int) -> int:

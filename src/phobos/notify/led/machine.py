@@ -29,6 +29,9 @@ from phobos.core.model import LedState, Outcome, Trigger
 #: * GREEN (a drive job succeeded and its drive is still in) beats OFF.
 PRIORITY: Final = (LedState.RED, LedState.BLUE, LedState.YELLOW, LedState.GREEN, LedState.OFF)
 
+#: The latched failure standing for the history database's trouble (not a job of the config).
+HISTORY: Final = "(history database)"
+
 #: Triggers with a human waiting for the result (blue); every other trigger is scheduled (yellow).
 INTERACTIVE: Final = frozenset({Trigger.MANUAL, Trigger.DEVICE})
 
@@ -124,6 +127,17 @@ def started(book: LedBook, run: ActiveRun) -> LedBook:
     return replace(book, active=(*others, run), safe_drive=None)
 
 
+def history_trouble(book: LedBook, *, run_id: str, trouble: bool, at: datetime) -> LedBook:
+    """The run's history could (``trouble``) or could again not be recorded: latch or clear
+    :data:`HISTORY`'s failure."""
+    others = tuple(f for f in book.failures if f.job != HISTORY)
+    if not trouble:
+        return replace(book, failures=others)
+    failure = LatchedFailure(job=HISTORY, run_id=f"{run_id}:history", outcome=Outcome.FAILED,
+                             at=at)
+    return replace(book, failures=(*others, failure))
+
+
 def finished(book: LedBook, *, run_id: str, job: str, outcome: Outcome, drive: str | None,
               at: datetime, clear_on_success: bool) -> LedBook:
     book = replace(book, active=tuple(r for r in book.active if r.run_id != run_id))
@@ -138,6 +152,11 @@ def finished(book: LedBook, *, run_id: str, job: str, outcome: Outcome, drive: s
     if drive is not None:
         book = replace(book, safe_drive=SafeDrive(drive=drive, job=job, run_id=run_id, at=at))
     return book
+
+
+def ended(book: LedBook, run_id: str) -> LedBook:
+    """The run is over and leaves no mark (its person stopped it at the terminal)."""
+    return replace(book, active=tuple(r for r in book.active if r.run_id != run_id))
 
 
 def detached(book: LedBook, drive: str) -> LedBook:

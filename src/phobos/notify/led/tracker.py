@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from phobos.core.files import write_atomic
 from phobos.core.model import LedState, Outcome, Trigger
-from phobos.notify.errors import LedUnavailable
+from phobos.notify.errors import LedStateUnwritable
 from phobos.notify.led.drivers import LedDriver
 from phobos.notify.led.machine import (
     ActiveRun,
@@ -29,11 +29,13 @@ from phobos.notify.led.machine import (
     acked,
     decide,
     detached,
+    ended,
     finished,
     pruned,
     record_json,
     started,
 )
+from phobos.notify.led.machine import history_trouble as history_trouble_of
 
 # --------------------------------------------------------------------------------------------
 # Is the process behind a run still there?
@@ -107,19 +109,33 @@ class LedTracker:
         return self._update(lambda book: started(book, run))
 
     def job_finished(self, run_id: str, job: str, outcome: str,
-                     drive: str | None = None) -> LedState:
+                     drive: str | None = None, *, history_trouble: bool | None = None
+                     ) -> LedState:
         """``run_id`` of ``job`` ended with ``outcome`` (an `Outcome` value other than running).
 
         Failed/interrupted latch red for ``job``. Success/warning turns green if ``drive`` is
         given, and clears ``job``'s latched failure if ``clear_on_success``. Skipped marks nothing.
+        ``history_trouble``: True latches red for the history database too (in the same
+        update: the colour must be right even where the state cannot be saved); False
+        clears that again if ``clear_on_success`` (the run was recorded fine).
         """
         final = Outcome(outcome)
         if final is Outcome.RUNNING:
             raise ValueError("job_finished needs a final outcome, not 'running'")
         at = self.clock()
-        return self._update(lambda book: finished(
-            book, run_id=run_id, job=job, outcome=final, drive=drive, at=at,
-            clear_on_success=self.clear_on_success))
+
+        def change(book: LedBook) -> LedBook:
+            book = finished(book, run_id=run_id, job=job, outcome=final, drive=drive, at=at,
+                            clear_on_success=self.clear_on_success)
+            if history_trouble or (history_trouble is False and self.clear_on_success):
+                book = history_trouble_of(book, run_id=run_id, trouble=history_trouble, at=at)
+            return book
+
+        return self._update(change)
+
+    def job_ended_quietly(self, run_id: str) -> LedState:
+        """``run_id`` ended without a mark: stopped by its own person at the terminal."""
+        return self._update(lambda book: ended(book, run_id))
 
     def drive_detached(self, drive: str) -> LedState:
         """``drive`` was unplugged: green for it ends (another drive's green stays)."""
@@ -145,12 +161,26 @@ class LedTracker:
         return self.snapshot().state
 
     def _update(self, change: Callable[[LedBook], LedBook]) -> LedState:
-        with self._locked():
-            book = pruned(change(self._load()), self.alive)
-            self._save(book)
-            state, _ = decide(book)
-            if self.driver is not None:
-                self.driver.set(state)
+        try:
+            with self._locked():
+                book = pruned(change(self._load()), self.alive)
+                self._save(book)
+                return self._show(book)
+        except LedStateUnwritable:
+            # A read-only or full state directory: the light still shows what happened
+            # (a red then cannot survive the next event, but it is seen), then says why
+            # it is not remembered.
+            try:
+                book = self._load()
+            except LedStateUnwritable:
+                book = LedBook()
+            self._show(pruned(change(book), self.alive))
+            raise
+
+    def _show(self, book: LedBook) -> LedState:
+        state, _ = decide(book)
+        if self.driver is not None:
+            self.driver.set(state)
         return state
 
     @contextlib.contextmanager
@@ -187,8 +217,8 @@ class LedTracker:
             raise _state_error(self.path, exc) from exc
 
 
-def _state_error(path: Path, exc: OSError) -> LedUnavailable:
-    return LedUnavailable(f"cannot record the LED state in {path}: {exc.strerror or exc}",
+def _state_error(path: Path, exc: OSError) -> LedStateUnwritable:
+    return LedStateUnwritable(f"cannot record the LED state in {path}: {exc.strerror or exc}",
                           hint="check that phobos may write its state directory")
 
 
