@@ -85,6 +85,18 @@ def test_sqlite_errors_are_told_apart(tmp_path: Path) -> None:
     assert "read-only" in (read_only.hint or "") and "Read-only file system" in read_only.message
 
 
+def test_the_empty_stand_in_history_makes_no_file(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """What status and the web show when the history is unavailable lives in memory: no
+    file named ``:memory:`` in whatever directory phobos was started from."""
+    monkeypatch.chdir(tmp_path)
+    history = History.in_memory()
+    run_id = history.start_run(job="nightly", kind="command", trigger="timer")
+    assert [r.id for r in history.runs()] == [run_id]
+    history.close()
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- the recorder -------------------------------------------------------------------------------
 
 

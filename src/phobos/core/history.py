@@ -180,11 +180,12 @@ class History:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            # Every run's log is in here: private whatever the umask. SQLite gives its
-            # -wal and -shm files the database file's mode.
-            private_dir(path.parent)
-            check_header(path)
-            private_file(path)
+            if path != IN_MEMORY:  # SQLite's name for a database without a file
+                # Every run's log is in here: private whatever the umask. SQLite gives
+                # its -wal and -shm files the database file's mode.
+                private_dir(path.parent)
+                check_header(path)
+                private_file(path)
             # One connection may serve several threads of a run (parallel pulls);
             # self._lock serializes them.
             self.db = sqlite3.connect(path, timeout=30.0, isolation_level=None,
@@ -210,7 +211,7 @@ class History:
     @classmethod
     def in_memory(cls) -> History:
         """An empty history in memory: what readers show when the real one is unavailable."""
-        return cls(Path(":memory:"))
+        return cls(IN_MEMORY)
 
     @_serialized
     def close(self) -> None:
@@ -435,6 +436,8 @@ class History:
 
 
 HISTORY_FILE = "history.sqlite"
+#: The path :meth:`History.in_memory` opens: no file is made for it (nor any directory).
+IN_MEMORY = Path(":memory:")
 _HEADER = b"SQLite format 3\x00"
 # SQLite's primary result codes (the low byte of an extended code) that mean the file is
 # not a usable database any more, rather than that it cannot be written right now.
