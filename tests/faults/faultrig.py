@@ -8,11 +8,7 @@ and holding area on a 64 MB tmpfs (small enough to fill), the state directory on
 loop filesystem (so it can be filled, remounted read-only and ``chattr +i``-ed), and a
 loop-device drive with ``unlock = "none"`` (no device-mapper here).
 
-:meth:`Rig.invariants` checks what must hold after any fault: ``borg check`` of the
-repository passes, no phobos lock is held and no Borg lock is left, no drive is mounted
-(outside or inside the backup namespace), no phobos, Borg or rsync process is left, the
-run is recorded (history row, or a line in phobos's own log). The tests add the number of
-alerts (mails at the sink, the LED) and the next normal run.
+What must hold after any fault is checked on a rig by :mod:`invariants`.
 """
 
 from __future__ import annotations
@@ -38,7 +34,6 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from phobos.core import locks
 from phobos.dev.lab import Lab
 from phobos.tools import borg_repository as borgtool
 
@@ -99,44 +94,6 @@ def smtp_sink_in(netns: str) -> tuple[Controller, Inbox, int]:
     if "error" in made:
         raise made["error"]
     return made["controller"], made["inbox"], made["port"]
-
-
-def descendants_gone(marker: str, timeout: float = 15.0) -> list[str]:
-    """Command lines of processes still running that contain ``marker`` (after waiting up
-    to ``timeout`` for them to go): an empty list is what every fault must leave."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = processes_with(marker)
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(0.1)
-
-
-def processes_with(marker: str) -> list[str]:
-    found = []
-    me = os.getpid()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            raw = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state == "Z":
-            continue
-        cmdline = raw.replace(b"\0", b" ").decode(errors="replace")
-        if marker in cmdline and "sshd" not in cmdline.split(" ", 1)[0]:
-            found.append(f"{entry.name}: {cmdline[:160]}")
-    return found
-
-
-@dataclass
-class Check:
-    """One invariant after one fault: held or not, and what was seen."""
-
-    ok: bool
-    detail: str = ""
 
 
 @dataclass
@@ -453,75 +410,6 @@ class Rig:
         except FileNotFoundError:
             return "off"
 
-    # --- the invariants ---------------------------------------------------------------------
-
-    def invariants(self) -> dict[str, Check]:
-        """What must hold after every fault (before the next normal run)."""
-        return {
-            "no process left": self._no_process_left(),
-            "no phobos lock": self._no_phobos_lock(),
-            "no Borg lock": self._no_borg_lock(),
-            "drive released": self._drive_released(),
-            "borg check": self.borg_check(self.repo),
-        }
-
-    def _no_process_left(self) -> Check:
-        left = descendants_gone(str(self.config)) + descendants_gone(str(self.backup))
-        return Check(not left, "; ".join(left))
-
-    def _no_phobos_lock(self) -> Check:
-        directory = self.run_dir / "locks"
-        held = locks.holders(directory)
-        inodes = {p.stat().st_ino for p in directory.glob("*.lock")} if directory.is_dir() \
-            else set()
-        flocked = []
-        for line in Path("/proc/locks").read_text().splitlines():
-            parts = line.split()
-            if (len(parts) > 5 and parts[1] == "FLOCK" and "->" not in parts
-                    and int(parts[5].rsplit(":", 1)[1]) in inodes):
-                flocked.append(line)
-        return Check(not held and not flocked,
-                     "; ".join([h.describe() for h in held] + flocked))
-
-    def _no_borg_lock(self) -> Check:
-        places = [self.repo, borgtool.cache_dir(self.repo, self.borg_base)]
-        left = [str(place / name) for place in places if place is not None
-                for name in borgtool.LOCK_FILES if (place / name).exists()]
-        return Check(not left, ", ".join(left))
-
-    def _drive_released(self) -> Check:
-        rdev = os.stat(self.drive).st_rdev
-        devno = f"{os.major(rdev)}:{os.minor(rdev)}"
-        seen = [f"host: {line.split()[4]}" for line in
-                Path("/proc/self/mountinfo").read_text().splitlines()
-                if line.split()[2] == devno]
-        if _is_nsfs(self.ns_file):
-            inside = sh("nsenter", f"--mount={self.ns_file}", "cat", "/proc/self/mountinfo")
-            seen += [f"namespace: {line.split()[4]}" for line in inside.stdout.splitlines()
-                     if line.split()[2] == devno]
-        holders = [p.name for p in Path(f"/sys/dev/block/{devno}/holders").iterdir()]
-        return Check(not seen and not holders, "; ".join(seen + holders))
-
-    def borg_check(self, repo: Path, base: Path | None = None) -> Check:
-        environ = {**env(), "BORG_BASE_DIR": str(base or self.borg_base),
-                   "BORG_HOST_ID": borgtool.host_id(),
-                   "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
-                   "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes"}
-        out = subprocess.run(["borg", "check", "--lock-wait", "1", str(repo)],
-                             capture_output=True, text=True, env=environ, timeout=300)
-        return Check(out.returncode == 0, out.stderr.strip()[:300])
-
-    def drive_copy_check(self) -> Check:
-        """``borg check`` of the copy on the drive (mounted here for the check, as it
-        would be on another machine: its own Borg cache, not the NAS's)."""
-        point = self.root / "drive-check"
-        point.mkdir(exist_ok=True)
-        sh("mount", self.drive, str(point))
-        try:
-            return self.borg_check(point / "borg", base=self.root / "elsewhere")
-        finally:
-            sh("umount", str(point))
-
     # --- teardown -----------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -544,14 +432,6 @@ class Rig:
                 self.smtp.stop()
         if self.lab is not None:
             self.lab.close()
-
-
-def _is_nsfs(path: Path) -> bool:
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split()
-        if fields[4] == str(path) and "nsfs" in line.split(" - ", 1)[1].split()[0]:
-            return True
-    return False
 
 
 def _storm_jobs() -> str:

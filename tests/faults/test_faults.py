@@ -38,7 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from faultrig import Check, Rig, fill, rigs, sh, side_by_side, stop_cleanly
+from faultrig import Rig, fill, rigs, sh, side_by_side, stop_cleanly
+from invariants import Check, drive_copy_check, invariants
+
+from suite_summary import add_section
 
 pytestmark = pytest.mark.root
 
@@ -89,42 +92,43 @@ INVARIANTS = ("recorded", "no process left", "no phobos lock", "no Borg lock",
               "drive released", "borg check", "alerts", "next run", "drive copy")
 
 
-class Table:
-    """Prints faults x invariants at the end of the session (in CI output too)."""
+def table() -> list[str]:
+    """Faults x invariants (held/checked per kind), then the totals and what failed:
+    printed at the end of the session (in CI's output too); nothing when no fault ran."""
+    if not RESULTS:
+        return []
+    head = ["fault", "n", "landed", *INVARIANTS, "s/fault", "cpu"]
+    lines = ["  ".join(f"{h:<17}" if i == 0 else h for i, h in enumerate(head))]
+    for kind in dict.fromkeys(r.kind for r in RESULTS):
+        mine = [r for r in RESULTS if r.kind == kind]
+        cells = []
+        for name in INVARIANTS:
+            seen = [r.checks[name] for r in mine if name in r.checks]
+            held = sum(1 for check in seen if check.ok)
+            cells.append("-" if not seen else f"{held}/{len(seen)}")
+        seconds = sum(r.seconds for r in mine) / len(mine)
+        cpu = sum(r.cpu for r in mine) / len(mine)
+        landed = sum(1 for r in mine if r.landed)
+        lines.append("  ".join([f"{kind:<17}", f"{len(mine):>2}", f"{landed:^6}",
+                                *(f"{c:^{len(n)}}" for c, n in zip(cells, INVARIANTS,
+                                                                  strict=True)),
+                                f"{seconds:5.1f}", f"{cpu:4.1f}"]))
+    total = len(RESULTS)
+    broken = [r for r in RESULTS if not r.ok]
+    me, children = (resource.getrusage(who) for who in
+                    (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    landed = sum(1 for r in RESULTS if r.landed)
+    lines.append(f"{total} faults injected ({landed} landed while the run was still going), "
+                 f"{total - len(broken)} with every invariant held; "
+                 f"{WORKERS} rigs built in {TIMES.get('rigs built', 0):.0f} s, faults took "
+                 f"{TIMES.get('faults', 0):.0f} s; CPU: pytest "
+                 f"{me.ru_utime + me.ru_stime:.0f} s, the processes it started "
+                 f"{children.ru_utime + children.ru_stime:.0f} s")
+    lines += ["  FAILED " + result.failures() for result in broken]
+    return lines
 
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if not RESULTS:
-            return
-        write = terminalreporter.write_line
-        terminalreporter.section(f"faults x invariants (seed {SEED}, "
-                                 f"PHOBOS_FAULT_SEED={SEED} replays it)")
-        head = ["fault", "n", "landed", *INVARIANTS, "s/fault", "cpu"]
-        write("  ".join(f"{h:<17}" if i == 0 else h for i, h in enumerate(head)))
-        for kind in dict.fromkeys(r.kind for r in RESULTS):
-            mine = [r for r in RESULTS if r.kind == kind]
-            cells = []
-            for name in INVARIANTS:
-                seen = [r.checks[name] for r in mine if name in r.checks]
-                held = sum(1 for check in seen if check.ok)
-                cells.append("-" if not seen else f"{held}/{len(seen)}")
-            seconds = sum(r.seconds for r in mine) / len(mine)
-            cpu = sum(r.cpu for r in mine) / len(mine)
-            landed = sum(1 for r in mine if r.landed)
-            write("  ".join([f"{kind:<17}", f"{len(mine):>2}", f"{landed:^6}",
-                             *(f"{c:^{len(n)}}" for c, n in zip(cells, INVARIANTS, strict=True)),
-                             f"{seconds:5.1f}", f"{cpu:4.1f}"]))
-        total = len(RESULTS)
-        broken = [r for r in RESULTS if not r.ok]
-        me, children = (resource.getrusage(who) for who in
-                        (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-        landed = sum(1 for r in RESULTS if r.landed)
-        write(f"{total} faults injected ({landed} landed while the run was still going), "
-              f"{total - len(broken)} with every invariant held; "
-              f"{WORKERS} rigs built in {TIMES.get('rigs built', 0):.0f} s, faults took "
-              f"{TIMES.get('faults', 0):.0f} s; CPU: pytest {me.ru_utime + me.ru_stime:.0f} s, "
-              f"the processes it started {children.ru_utime + children.ru_stime:.0f} s")
-        for result in broken:
-            write("  FAILED " + result.failures())
+
+add_section(f"faults x invariants (seed {SEED}, PHOBOS_FAULT_SEED={SEED} replays it)", table)
 
 
 # --- the common ending -----------------------------------------------------------------------
@@ -137,7 +141,7 @@ def settle(rig: Rig, result: Result, *, job: str, mails_before: int, alerts: int
     led = rig.led()
     if end_fault is not None:
         end_fault()
-    result.checks.update(rig.invariants())
+    result.checks.update(invariants(rig))
     out = rig.phobos("run", job, "--json", "-q")
     report = json.loads(out.stdout) if out.stdout.strip() else {}
     result.checks["next run"] = Check(out.returncode == 0 and report.get("outcome") == "success",
@@ -147,7 +151,7 @@ def settle(rig: Rig, result: Result, *, job: str, mails_before: int, alerts: int
     result.checks["alerts"] = Check(sent == alerts and red_ok,
                                     f"{sent} mail(s), LED {led} (expected {alerts})")
     if drive:
-        result.checks["drive copy"] = rig.drive_copy_check()
+        result.checks["drive copy"] = drive_copy_check(rig)
 
 
 def recorded(rig: Rig, job: str, after: int) -> tuple[Check, str | None]:
@@ -508,7 +512,6 @@ def results(tmp_path_factory: pytest.TempPathFactory,
             request: pytest.FixtureRequest) -> dict[str, list[Result]]:
     """Every fault of every kind, run once for the module: the rigs take faults from one
     queue (each rig one at a time), so the slow kinds do not wait for each other."""
-    request.config.pluginmanager.register(Table(), "phobos-fault-table")
     chosen = {item.callspec.params["kind"] for item in request.session.items
               if getattr(item, "originalname", "") == "test_faults"}  # -k picks kinds
     queue: list[Result] = []
