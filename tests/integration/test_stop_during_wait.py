@@ -33,9 +33,10 @@ from phobos.core.runner import run_job
 from phobos.errors import ExitCode
 
 WAITING_CODE = {locks.__file__, queue.__file__, order.__file__}
-SLEEP_LINE = next(number for number, line in enumerate(
-    inspect.getsourcelines(locks.LockSet._wait_turn)[0], inspect.getsourcelines(
-        locks.LockSet._wait_turn)[1]) if "time.sleep(POLL_SECONDS)" in line)
+_WAIT_SOURCE, _WAIT_FIRST_LINE = inspect.getsourcelines(locks.LockSet._wait_turn)
+#: The line where a poll of the wait sleeps (its count marks where each poll ends).
+SLEEP_LINE = _WAIT_FIRST_LINE + next(n for n, line in enumerate(_WAIT_SOURCE)
+                                     if "time.sleep(POLL_SECONDS)" in line)
 STALE_HOLDERS = 5  # records of processes long gone: naming the holder reads them all
 
 
