@@ -12,7 +12,7 @@ After each fault (and, for SIGKILL, one phobos start that touches state, as the 
 overdue timer would be): ``borg check`` of the repository passes, no phobos lock is held
 and no Borg lock left, no drive is mounted (outside or inside the backup namespace), no
 phobos/Borg/rsync process is left, the run is recorded (a history row, or a line in
-phobos's own log), the expected number of alerts went out (mails at the SMTP sink; the
+phobos's own log; with the history damaged, `phobos status` said so first), the expected number of alerts went out (mails at the SMTP sink; the
 LED's file driver red exactly when a mail went out), and the next normal run succeeds
 without anyone cleaning up (for the drive, ``borg check`` of its copy then passes too).
 A fault ends as the world would end it (the host's sshd comes back, the filler file is
@@ -88,7 +88,7 @@ def fault(kind: str, count: int) -> Callable[[Fault], Fault]:
 # --- the table -------------------------------------------------------------------------------
 
 
-INVARIANTS = ("recorded", "no process left", "no phobos lock", "no Borg lock",
+INVARIANTS = ("recorded", "status says", "no process left", "no phobos lock", "no Borg lock",
               "drive released", "borg check", "alerts", "next run", "drive copy")
 
 
@@ -396,6 +396,10 @@ def history_damage(rig: Rig, result: Result, damage: Callable[[Path], Callable[[
     mail and a red LED say so; the next run, once the damage is gone, is normal."""
     path = rig.state / "history.sqlite"
     undo = damage(path)
+    status = rig.phobos("status")  # before the run moves a damaged database aside
+    result.checks["status says"] = Check(
+        status.returncode == 1 and "phobos: history unavailable" in status.stderr
+        and "Traceback" not in status.stderr, f"exit {status.returncode}: {status.stderr[-300:]}")
     mails = rig.mails()
     lines_before = _log_lines(rig)
     out = rig.phobos("run", "quick", "--json", "-q")

@@ -380,6 +380,32 @@ def test_sigkill_mid_copy_then_release_leaves_nothing_mounted(rig: Rig) -> None:
     assert archives_on_copy(rig, device) == ["a1"]
 
 
+def test_release_after_a_kill_works_with_a_damaged_history(rig: Rig) -> None:
+    """systemd's ExecStopPost= release must free the drive even when the history (where
+    the dead run's leftovers are found) cannot be opened."""
+    make_repo(rig.repo, rig.borg_base, rig.root / "data", 12)
+    device = rig.loops.attach(rig.loops.image("a"))
+    uuid = uuid_of(device)
+    rig.configure({"ext-a": uuid}, options=("--bwlimit=2000",))
+    sync = rig.sandbox.start("drive", "attached", "--uuid", uuid)
+    try:
+        wait_for_process(copying(rig))
+        sync.send_signal(signal.SIGKILL)
+        sync.communicate(timeout=30)
+        (rig.sandbox.state / "history.sqlite").write_bytes(b"garbage " * 64)
+        out = rig.sandbox.phobos("drive", "release", "ext-a")
+    finally:
+        if sync.poll() is None:
+            sync.kill()
+            sync.communicate()
+
+    assert out.returncode == 0, out.stderr
+    assert "leftovers of dead runs not looked for: the history database" in out.stderr
+    assert f"unmounted {rig.mountpoint('ext-a')}" in out.stdout
+    assert processes(copying(rig)) == []
+    not_mounted_anywhere(rig, device)
+
+
 def test_sigterm_mid_copy_releases_the_drive_by_itself(rig: Rig) -> None:
     make_repo(rig.repo, rig.borg_base, rig.root / "data", 12)
     device = rig.loops.attach(rig.loops.image("a"))

@@ -6,8 +6,10 @@ invariants) is in tests/faults."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import signal
 import subprocess
 import time
@@ -91,6 +93,35 @@ def test_a_damaged_history_is_said_everywhere_and_never_stops_the_job(
     after = sandbox.phobos("doctor", "--no-network")
     assert f"{kept[0]} was moved aside on" in after.stdout
     assert sandbox.phobos("status").returncode == 0  # the fresh history works
+
+
+def at_a_terminal(sandbox: Sandbox, *args: str) -> tuple[int, str]:
+    """The real CLI with a pseudo-terminal for stdin, stdout and stderr (progress bars
+    on): its exit code and everything it wrote."""
+    master, slave = pty.openpty()
+    process = subprocess.Popen(sandbox.argv(*args), stdin=slave, stdout=slave, stderr=slave,
+                               env=phobos_env(), start_new_session=True)
+    os.close(slave)
+    output = b""
+    with contextlib.suppress(OSError):  # EIO once the last process holding it is gone
+        while chunk := os.read(master, 4096):
+            output += chunk
+    os.close(master)
+    return process.wait(timeout=60), output.decode(errors="replace")
+
+
+def test_a_run_at_a_terminal_runs_though_the_history_is_damaged(sandbox: Sandbox) -> None:
+    """The progress bars read the job's typical duration from the history first: a
+    damaged one must not stop the run there."""
+    with smtp_server() as smtp:
+        configure(sandbox, smtp.port)
+        assert sandbox.phobos("run", "quick").returncode == 0
+        (sandbox.state / "history.sqlite").write_bytes(b"garbage " * 64)
+        code, output = at_a_terminal(sandbox, "run", "quick")
+        smtp.inbox.wait(1)
+    assert code == 5, output
+    assert "quick: success" in output and "a fresh one was started" in output
+    assert "Traceback" not in output
 
 
 def test_a_killed_run_is_told_about_once_also_with_systemds_failure_hook(

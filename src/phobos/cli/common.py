@@ -121,19 +121,16 @@ def open_history(config: Any) -> Any:
 def history_or_empty(config: Any) -> tuple[Any, str | None]:
     """:func:`open_history`, or, when it is unavailable, an empty history and the line
     saying so ("history unavailable: ..."): for verbs that have something to show
-    without it (status, schedule, overdue)."""
+    without it (status, overdue). The line also says when the history can be read but
+    not written (runs then go to phobos's log file)."""
+    from phobos.core.recorder import writing_problem
     from phobos.errors import HistoryUnavailable
 
     try:
         history = open_history(config)
     except HistoryUnavailable as exc:
         return _last_known(config, exc), history_problem(exc)
-    if not _writable(history.path):
-        return history, (f"history unavailable for writing: {history.path} is read-only; runs "
-                         f"are logged to {config.paths.log}/phobos.log until it is writable "
-                         "(hint: `lsattr` it (chattr -i), or remount its filesystem "
-                         "read-write)")
-    return history, None
+    return history, writing_problem(config.paths.state, config.paths.log)
 
 
 def _last_known(config: Any, exc: Any) -> Any:
@@ -153,10 +150,6 @@ def _last_known(config: Any, exc: Any) -> Any:
         except (PhobosError, sqlite3.Error):
             pass
     return History.in_memory()
-
-
-def _writable(path: Path) -> bool:
-    return all(os.access(p, os.W_OK) for p in (path, path.parent) if p.exists())
 
 
 def history_problem(exc: BaseException) -> str:

@@ -43,13 +43,21 @@ def _bars(config: Any, args: argparse.Namespace) -> Any:
     """Progress bars when a person watches (stderr is a terminal), else None."""
     if args.quiet or args.no_progress or not sys.stderr.isatty():
         return None
+    import sqlite3
+
     from phobos.core.terminal import TerminalBars
+    from phobos.errors import HistoryUnavailable
     from phobos.schedule.plan import typical_duration
 
     job = config.job(args.job)
-    history = open_history(config)
+    try:
+        history = open_history(config)
+    except HistoryUnavailable:  # the run copes (phobos.core.recorder) and says so itself
+        return TerminalBars(None)
     try:
         return TerminalBars(typical_duration(history, args.job, job).median)
+    except sqlite3.DatabaseError:  # damage past the header: found and handled by the run
+        return TerminalBars(None)
     finally:
         history.close()
 

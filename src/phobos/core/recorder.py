@@ -272,6 +272,29 @@ class RunRecorder:
                                    hint=self.problem.hint)
 
 
+def writing_problem(state_dir: Path, log_dir: Path) -> str | None:
+    """Why a run could not be written to the history now, though it can be read (an
+    immutable file, a read-only or full filesystem): the line readers show. None when
+    nothing says so (only a write would tell for sure)."""
+    path = state_dir / HISTORY_FILE
+    try:
+        room = os.statvfs(state_dir)
+    except OSError:
+        return None
+    # root may write into the blocks reserved for it, where others see a full disk
+    free = room.f_bfree if os.geteuid() == 0 else room.f_bavail
+    if room.f_flag & os.ST_RDONLY:
+        reason, hint = "its filesystem is mounted read-only", "remount it read-write"
+    elif not all(os.access(p, os.W_OK) for p in (path, state_dir) if p.exists()):
+        reason, hint = "it is read-only", "`lsattr` it (chattr -i) and check its permissions"
+    elif free == 0:
+        reason, hint = "its filesystem is full", "free some space there"
+    else:
+        return None
+    return (f"history unavailable for writing: {path}: {reason}; runs are logged to "
+            f"{log_dir / FALLBACK_FILE} until it is writable again (hint: {hint})")
+
+
 def open_for_run(state_dir: Path, log_dir: Path) -> RunRecorder:
     """The recorder for a run: the database if it can be used (a damaged one replaced by a
     fresh one, the old kept), else the fallback log. Never raises for the database."""

@@ -94,16 +94,30 @@ def drive_lock(config: Config, drive: Drive, who: str) -> Iterator[None]:
         locks.release()
 
 
+def _stop_leftovers_of_dead_runs(config: Config, log: Log) -> None:
+    """Kill what dead runs left running (an orphaned rsync on the drive), as the history
+    knows them; a history that cannot be used must not keep the drive from its release."""
+    import sqlite3
+
+    from phobos.core.history import History
+
+    try:
+        history = History.open(config.paths.state)
+    except PhobosError as exc:
+        log(f"warning: leftovers of dead runs not looked for: {exc.message}")
+        return
+    try:
+        history.recover()
+    except sqlite3.Error as exc:
+        log(f"warning: leftovers of dead runs not looked for: {exc}")
+    finally:
+        history.close()
+
+
 def release_cli(config: Config, drive: Drive, log: Log) -> list[str]:
     """``phobos drive release``: after a run died (systemd's ExecStopPost=), stop what is
     left of it, then unmount and lock the drive. Refuses while a live run holds it."""
-    from phobos.core.history import History
-
-    history = History.open(config.paths.state)
-    try:
-        history.recover()  # kills leftover children (an orphaned rsync) of dead runs
-    finally:
-        history.close()
+    _stop_leftovers_of_dead_runs(config, log)
     run = direct_runner(log)
     with drive_lock(config, drive, "phobos drive release"):
         namespace.enter(config, run, create=False, mount_storage=False)
