@@ -32,9 +32,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
         return int(ExitCode.OK)  # output piped into `head`: not an error
-    except Exception:
+    except Exception as exc:
+        import sqlite3
         import traceback
 
+        if isinstance(exc, sqlite3.DatabaseError):  # only the history is SQLite: damaged
+            print(f"phobos: the history database cannot be used: {exc}", file=sys.stderr)
+            print("phobos: hint: `phobos doctor` checks it; the next `phobos run` moves a "
+                  "damaged one aside (keeping it) and starts a fresh one", file=sys.stderr)
+            return int(ExitCode.FAILED)
         traceback.print_exc()
         print("phobos: internal error (a bug): please report it with the lines above",
               file=sys.stderr)

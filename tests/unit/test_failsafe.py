@@ -97,6 +97,48 @@ def test_the_empty_stand_in_history_makes_no_file(tmp_path: Path,
     assert list(tmp_path.iterdir()) == []
 
 
+def malformed_history(state: Path) -> None:
+    """A history whose header is sound but whose pages are not (SQLite finds out only
+    when it reads them): every page after the first starts with garbage."""
+    history = History.open(state)
+    for n in range(6):
+        run_id = history.start_run(job="quick", kind="command", trigger="timer")
+        for line in range(200):
+            history.log(run_id, "stdout", f"line {line} of some output")
+        history.finish_run(run_id, outcome=Outcome.SUCCESS, exit_code=0, message=None,
+                           stats={"n": n})
+    history.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    history.close()
+    path = state / "history.sqlite"
+    data = bytearray(path.read_bytes())
+    for offset in range(4096, len(data), 4096):
+        data[offset:offset + 16] = b"\x0d" + b"\xff" * 15
+    path.write_bytes(bytes(data))
+    check_header(path)  # the damage is past what the header tells
+
+
+@pytest.mark.parametrize("verb", [["history"], ["log", "3"], ["schedule"], ["overdue"],
+                                  ["status"]])
+def test_damage_past_the_header_is_said_without_a_traceback(
+        tmp_path: Path, verb: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from configs import config_from
+
+    from phobos.__main__ import main
+
+    config_from("""
+        [jobs.quick]
+        kind = "command"
+        argv = ["true"]
+        schedule = "hourly"
+        """, root=tmp_path)
+    malformed_history(tmp_path / "state")
+    code = main(["-c", str(tmp_path / "phobos.toml"), *verb])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "Traceback" not in err and "internal error" not in err
+    assert "history" in err and "malformed" in err
+
+
 # --- the recorder -------------------------------------------------------------------------------
 
 

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from datetime import datetime
 from typing import Any
 
-from phobos.cli.common import history_or_empty, json_flag, load_config, print_json, verb, when
+from phobos.cli.common import (
+    history_or_empty,
+    history_problem,
+    json_flag,
+    load_config,
+    print_json,
+    verb,
+    when,
+)
 from phobos.errors import ExitCode
 
 
@@ -25,8 +34,13 @@ def cmd_overdue(args: argparse.Namespace) -> ExitCode:
     config = load_config(args)
     history, problem = history_or_empty(config)  # dead runs are cleaned up and told here
     now = datetime.now().astimezone()
-    found = {**overdue_jobs(config, history, now), **overdue_drives(config, now)}
-    history.close()
+    try:
+        found = overdue_jobs(config, history, now)
+    except sqlite3.DatabaseError as exc:  # damage past the header: the drives still count
+        found, problem = {}, history_problem(exc)
+    finally:
+        history.close()
+    found.update(overdue_drives(config, now))
     if problem is not None:  # the jobs cannot be judged: that is a finding too
         print(f"phobos: {problem}", file=sys.stderr)
     notified: list[str] = []
