@@ -12,9 +12,10 @@ After each fault (and, for SIGKILL, one phobos start that touches state, as the 
 overdue timer would be): ``borg check`` of the repository passes, no phobos lock is held
 and no Borg lock left, no drive is mounted (outside or inside the backup namespace), no
 phobos/Borg/rsync process is left, the run is recorded (a history row, or a line in
-phobos's own log; with the history damaged, `phobos status` said so first), the expected number of alerts went out (mails at the SMTP sink; the
-LED's file driver red exactly when a mail went out), and the next normal run succeeds
-without anyone cleaning up (for the drive, ``borg check`` of its copy then passes too).
+phobos's own log; with the history damaged, ``phobos status`` said so first), the
+expected number of alerts went out (mails at the SMTP sink; the LED's file driver red
+exactly when a mail went out), and the next normal run succeeds without anyone cleaning
+up (for the drive, ``borg check`` of its copy then passes too).
 A fault ends as the world would end it (the host's sshd comes back, the filler file is
 deleted, the filesystem is writable again): phobos's own state is never touched by hand.
 
@@ -98,7 +99,8 @@ def table() -> list[str]:
     if not RESULTS:
         return []
     head = ["fault", "n", "landed", *INVARIANTS, "s/fault", "cpu"]
-    lines = ["  ".join(f"{h:<17}" if i == 0 else h for i, h in enumerate(head))]
+    width = max(len(r.kind) for r in RESULTS)
+    lines = ["  ".join(f"{h:<{width}}" if i == 0 else h for i, h in enumerate(head))]
     for kind in dict.fromkeys(r.kind for r in RESULTS):
         mine = [r for r in RESULTS if r.kind == kind]
         cells = []
@@ -109,7 +111,7 @@ def table() -> list[str]:
         seconds = sum(r.seconds for r in mine) / len(mine)
         cpu = sum(r.cpu for r in mine) / len(mine)
         landed = sum(1 for r in mine if r.landed)
-        lines.append("  ".join([f"{kind:<17}", f"{len(mine):>2}", f"{landed:^6}",
+        lines.append("  ".join([f"{kind:<{width}}", f"{len(mine):>2}", f"{landed:^6}",
                                 *(f"{c:^{len(n)}}" for c, n in zip(cells, INVARIANTS,
                                                                   strict=True)),
                                 f"{seconds:5.1f}", f"{cpu:4.1f}"]))
