@@ -121,7 +121,8 @@ def _release_inside(config: Config, names: list[str]) -> list[str]:
 
 def break_stale_borg_locks(config: Config, name: str) -> list[str]:
     """``borg break-lock`` for repository ``name`` when every holder of its repository or
-    cache lock is a dead process on this host; nothing otherwise."""
+    cache lock is a dead process on this host; nothing otherwise (nor for a repository on
+    a server)."""
     from phobos.core.proc import direct_runner
     from phobos.errors import PhobosError
     from phobos.repos.borg_locks import break_stale_locks
@@ -129,6 +130,8 @@ def break_stale_borg_locks(config: Config, name: str) -> list[str]:
     from phobos.tools import borg_repository
 
     repo_config = config.repos[name]
+    if repo_config.path is None:
+        return []  # on a server: its locks are the server's (Borg there breaks its own)
     places = [repo_config.path, borg_repository.cache_dir(repo_config.path, repo_config.base_dir)]
     if not any(borg_repository.lock_holders(place) for place in places if place):
         return []  # the common case: no Borg started to find out

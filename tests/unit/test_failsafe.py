@@ -323,6 +323,28 @@ def test_a_lock_whose_roster_was_never_written_still_names_its_holder(tmp_path: 
     assert holder.pid == 999999999 and holder.local and holder.alive is False
 
 
+def test_a_repository_on_a_server_is_left_to_the_server(tmp_path: Path) -> None:
+    """Its free space and its Borg locks are the server's: doctor's space check, the
+    full-disk diagnosis and the cleanup after a dead run leave it alone."""
+    from configs import config_from
+
+    from phobos.doctor.space import space_findings
+    from phobos.reconcile import break_stale_borg_locks
+    from phobos.repos.repo import borg_step
+    from phobos.tools import borg as borgtool
+
+    config = config_from("""
+        [repos.far]
+        url = "ssh://borg@nas/srv/borg"
+        encryption = "none"
+        """, root=tmp_path)
+    assert space_findings(config) == []
+    assert break_stale_borg_locks(config, "far") == []
+    borg = borgtool.Borg(path="borg", version=(1, 4, 5))
+    acc = borgtool.access(borg, "ssh://borg@nas/x", lock_wait=60)
+    assert borg_step("create", ["borg", "create"], acc, borg, None).diagnose is None
+
+
 # --- what the notifiers make of it --------------------------------------------------------------
 
 

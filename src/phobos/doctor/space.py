@@ -12,10 +12,13 @@ AREA = "space"
 
 
 def space_findings(config: Config) -> list[Finding]:
-    """Per repository: free space on its filesystem against what Borg needs to commit."""
+    """Per repository on this machine: free space on its filesystem against what Borg
+    needs to commit."""
     findings = []
     for name, repo in sorted(config.repos.items()):
         check = f"repo {name}"
+        if repo.path is None:
+            continue  # on a server: the room there is the server's to keep
         if not (repo.path / "config").is_file():
             findings.append(ok(AREA, check, f"{repo.path} is not visible here (not created "
                                "yet, or on the storage inside the backup namespace)"))

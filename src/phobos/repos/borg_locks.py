@@ -116,7 +116,10 @@ def guarded(run: StepRunner, repo: Repo, log: Log) -> StepRunner:
 def break_stale_locks(repo: Repo, run: StepRunner) -> list[str]:
     """``borg break-lock`` when every holder of the repository's or its cache's lock is
     a dead process on this host (Borg itself would remove them only when it next runs);
-    nothing otherwise. Returns what was done, for the log and the alert."""
+    nothing otherwise (nor for a repository on a server: its locks are the server's).
+    Returns what was done, for the log and the alert."""
+    if repo.config.path is None:
+        return []
     places = [repo.config.path, borg_repository.cache_dir(repo.config.path, repo.config.base_dir)]
     holders = [h for place in places if place for h in borg_repository.lock_holders(place)]
     if not holders or any(h.alive is not False for h in holders):

@@ -86,7 +86,7 @@ def borg_step(name: str, argv: Sequence[str], acc: borgtool.Access, borg: borgto
                 stdin=acc.stdin, capture=capture, cwd=cwd,
                 warn_codes=borgtool.warn_codes(borg, problems_fail=problems_fail),
                 explain=explainer(repo_path, problems_fail=problems_fail),
-                diagnose=borg_space.diagnoser(repo_path))
+                diagnose=None if repo_path is None else borg_space.diagnoser(repo_path))
 
 
 def explainer(repo_path: Path | None, *,
