@@ -237,6 +237,33 @@ def test_a_failure_left_to_systemds_hook_is_not_taken_by_the_cleanup(tmp_path: P
     history.close()
 
 
+def test_the_led_stops_showing_a_run_whose_process_is_gone(tmp_path: Path) -> None:
+    """A run that ended without telling the LED (killed after its outcome was recorded,
+    no alert due) leaves it "working": the next phobos start shows the truth again."""
+    import subprocess
+
+    from configs import config_from
+
+    from phobos.notify.setup import led_tracker
+    from phobos.reconcile import reconcile
+
+    config = config_from(f"""
+        [notify.led]
+        driver = "file"
+        path = "{tmp_path}/led"
+        """, root=tmp_path)
+    dead = subprocess.Popen(["sleep", "60"])
+    led_tracker(config).job_started("7", "nightly", "timer", pid=dead.pid)
+    assert (tmp_path / "led").read_text().strip() == "yellow"
+    dead.kill()
+    dead.wait()
+    history = History.open(config.paths.state)
+    said: list[str] = []
+    assert reconcile(config, history, said.append) == []  # nothing due: only the LED
+    history.close()
+    assert (tmp_path / "led").read_text().strip() == "off" and said == []
+
+
 # --- stop signals ----------------------------------------------------------------------------
 
 
