@@ -341,6 +341,22 @@ def test_what_a_commit_needs(tmp_path: Path) -> None:
     assert borg_space.parse_size("2G") == 2_000_000_000 and borg_space.parse_size("x") == 0
 
 
+def test_only_commands_that_commit_blame_the_repositorys_filesystem(tmp_path: Path) -> None:
+    """An extract that fills its target (a restore) or a check that fills the cache is
+    not told as "no space left on" the repository's filesystem."""
+    from phobos.repos.repo import borg_step
+    from phobos.tools import borg as borgtool
+
+    borg = borgtool.Borg(path="borg", version=(1, 4, 5))
+    acc = borgtool.access(borg, str(tmp_path), lock_wait=60)
+    for command in ("create", "prune", "compact", "delete"):
+        step = borg_step(command, ["borg", command, "::x"], acc, borg, tmp_path)
+        assert step.diagnose is not None, command
+    for command in ("extract", "check", "list", "info"):
+        step = borg_step(command, ["borg", command, "::x"], acc, borg, tmp_path)
+        assert step.diagnose is None, command
+
+
 def test_a_lock_whose_roster_was_never_written_still_names_its_holder(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     (repo / "lock.exclusive").mkdir(parents=True)

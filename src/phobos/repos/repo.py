@@ -81,12 +81,15 @@ def borg_step(name: str, argv: Sequence[str], acc: borgtool.Access, borg: borgto
               repo_path: Path | None, *, capture: bool = False, problems_fail: bool = False,
               cwd: str | None = None) -> Step:
     """A Borg step with the repository's environment, passphrase pipe and exit codes
-    (``repo_path`` None: a remote repository, whose lock files are out of reach)."""
+    (``repo_path`` None: a remote repository, whose lock files are out of reach); a
+    command that commits to a repository here says a full filesystem in one line."""
+    diagnose = (borg_space.diagnoser(repo_path)
+                if repo_path is not None and borg_space.commits(argv) else None)
     return Step(name=name, argv=tuple(argv), env=acc.env, secrets=acc.secrets,
                 stdin=acc.stdin, capture=capture, cwd=cwd,
                 warn_codes=borgtool.warn_codes(borg, problems_fail=problems_fail),
                 explain=explainer(repo_path, problems_fail=problems_fail),
-                diagnose=None if repo_path is None else borg_space.diagnoser(repo_path))
+                diagnose=diagnose)
 
 
 def explainer(repo_path: Path | None, *,

@@ -79,9 +79,23 @@ def mount_point(path: Path) -> Path:
     return path
 
 
+#: Borg commands that commit a transaction to the repository: a full disk they meet is
+#: the repository's. (Others write elsewhere: extract to its target, check and list to
+#: the cache; their "No space left on device" is not the repository's to explain.)
+COMMITTING_COMMANDS = frozenset({"init", "create", "prune", "compact", "delete", "recreate",
+                                 "rename", "upgrade"})
+
+
+def commits(argv: Sequence[str]) -> bool:
+    """Whether the Borg command line ``argv`` (``borg COMMAND ...``) commits to the
+    repository (see :data:`COMMITTING_COMMANDS`)."""
+    return len(argv) > 1 and argv[1] in COMMITTING_COMMANDS
+
+
 def diagnoser(repo: Path) -> Callable[[Sequence[str]], tuple[str, str] | None]:
-    """A step's ``diagnose`` for Borg commands on ``repo``: a full filesystem in one line
-    (message, hint) instead of Borg's traceback; None for any other failure."""
+    """A step's ``diagnose`` for Borg commands that commit to ``repo`` (:func:`commits`):
+    a full filesystem in one line (message, hint) instead of Borg's traceback; None for
+    any other failure."""
 
     def diagnose(lines: Sequence[str]) -> tuple[str, str] | None:
         text = "\n".join(lines)
