@@ -151,9 +151,13 @@ class Nas:
         onto the drive, and the state of the drive's unit: one cheap look."""
         point = MOUNTPOINT.format(drive)
         # rsync first: once it is seen running, the lock and mounts checked after it
-        # must be there (checked before it, they could predate the copy's start).
+        # must be there (checked before it, they could predate the copy's start). The copy
+        # runs in the drive's root and names its target relative to it, so rsync is found
+        # by its working directory, not its command line.
         script = textwrap.dedent(f"""\
-            pgrep -f '^rsync .* {point}/' >/dev/null && echo rsync
+            for pid in $(pgrep -x rsync); do
+                case "$(readlink /proc/$pid/cwd)" in {point}|{point}/*) echo rsync; break;; esac
+            done
             grep -q ' {point} ' /proc/1/mountinfo && echo pid1
             [ -e {NS} ] && nsenter --mount={NS} grep -q ' {point} ' /proc/self/mountinfo \\
                 && echo ns
