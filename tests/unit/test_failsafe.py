@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -443,3 +445,35 @@ def test_ctrl_c_leaves_no_mark_on_the_led(tmp_path: Path) -> None:
     tracker.job_started("9", "nightly", "manual")
     assert tracker.job_ended_quietly("9") is LedState.OFF
     assert json.loads((tmp_path / "led.json").read_text())["failures"] == []
+
+
+
+def test_a_stop_signal_between_the_jobs_end_and_its_record_still_ends_recorded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The moment the fault suite once hit (a SIGTERM just as a check ended left the run
+    "running" in history): here the signal arrives as the job's outcome is handed back."""
+    from configs import config_from
+
+    from phobos.core import runner
+    from phobos.core.model import Trigger
+
+    config = config_from("""
+        [jobs.quick]
+        kind = "command"
+        argv = ["true"]
+        """, root=tmp_path)
+    execute = runner._execute
+
+    def then_a_sigterm(*args: Any) -> Any:
+        outcome = execute(*args)
+        os.kill(os.getpid(), signal.SIGTERM)  # Python runs the handler on the next line
+        return outcome
+
+    monkeypatch.setattr(runner, "_execute", then_a_sigterm)
+    report = runner.run_job(config, "quick", Trigger.TIMER)
+    assert report.outcome is Outcome.INTERRUPTED and report.message == "stopped by SIGTERM"
+    history = History.open(config.paths.state)
+    row = history.run(report.run_id)
+    history.close()
+    assert row.outcome is Outcome.INTERRUPTED and row.ended is not None, row
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone again

@@ -67,7 +67,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.received: Interrupted | None = None
-        self.settled = False  # the outcome is recorded: later signals change nothing
+        self.settled = False  # the outcome is decided: later signals change nothing
 
     @property
     def by_user(self) -> bool:
@@ -221,7 +221,15 @@ def run_job(config: Config, name: str, trigger: Trigger, echo: Echo | None = Non
 
 def _run_and_record(ctx: RunContext, execute: Callable[[RunContext], None]) -> RunReport:
     started = time.monotonic()
-    outcome, code, message, notifiers = _start_and_execute(ctx, execute)
+    try:
+        outcome, code, message, notifiers = _start_and_execute(ctx, execute)
+        ctx.stop.settled = True  # the work is over: a stop signal now changes nothing
+    except Interrupted as exc:
+        # The first stop signal came in the moment between the job's end and the line
+        # above (it alone raises): the run still ends recorded, never left "running".
+        ctx.stop.settled = True
+        outcome, code, message, notifiers = (Outcome.INTERRUPTED, ExitCode.INTERRUPTED,
+                                             exc.message, None)
     duration = time.monotonic() - started
     message = ctx.redact(message) if message else None
     ctx.log(f"{outcome} after {format_duration(duration)}"
@@ -234,7 +242,6 @@ def _run_and_record(ctx: RunContext, execute: Callable[[RunContext], None]) -> R
     ctx.history.finish_run(ctx.run_id, outcome=outcome, exit_code=int(code), message=message,
                            stats=ctx.stats,
                            alert=None if not alert else FOR_HOOK if hook else DUE)
-    ctx.stop.settled = True  # recorded: a stop signal now would only hide the outcome
     ctx.history.settle()
     problem = ctx.history.problem
     if problem is not None and code in (ExitCode.OK, ExitCode.SKIPPED):
