@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -51,7 +50,7 @@ from typing import NoReturn
 
 from phobos.config.model import Config
 from phobos.core import locks
-from phobos.core.files import write_atomic
+from phobos.core.files import exclusive_lock, write_atomic
 from phobos.core.locks import Resource
 from phobos.core.proc import Log, StepRunner, child_env, direct_runner
 from phobos.core.step import Step
@@ -126,12 +125,8 @@ def exists(ns: Namespace) -> bool:
 def _locked(ns: Namespace) -> Iterator[None]:
     """Serialize creation and storage mounting between phobos processes."""
     ns.lock_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(ns.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with exclusive_lock(ns.lock_file, mode=0o600):
         yield
-    finally:
-        os.close(fd)
 
 
 def ensure(config: Config, run: StepRunner) -> Namespace:

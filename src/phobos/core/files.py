@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -32,6 +34,21 @@ def write_atomic(path: Path, data: str | bytes, *, mode: int = 0o644,
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_file: Path, *, mode: int = 0o644) -> Iterator[None]:
+    """Hold an exclusive flock on ``lock_file`` (created with ``mode`` if missing) for the
+    with-block: phobos processes take turns on what it guards. A lock file beside the
+    guarded file, never the file itself: an atomic rename swaps the file's inode, and a
+    lock on the old inode would not exclude a process opening the new one. Closing the
+    descriptor releases the lock, also when the process dies."""
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def private_dir(path: Path) -> None:

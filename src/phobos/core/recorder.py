@@ -18,7 +18,6 @@ the runner signals it: stderr, LED red, mail, exit code 5.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import sqlite3
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from phobos.core.files import private_dir
+from phobos.core.files import exclusive_lock, private_dir
 from phobos.core.history import HISTORY_FILE, TOLD, History, Run, unavailable
 from phobos.core.model import Outcome
 from phobos.errors import HistoryUnavailable
@@ -88,18 +87,6 @@ class FallbackLog:
 # --- moving a damaged database aside -------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _history_lock(path: Path) -> Iterator[None]:
-    """Serializes moving the database aside between phobos processes."""
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def still_damaged(path: Path) -> bool:
     """Whether the database at ``path`` is damaged (checked in depth: quick_check)."""
     try:
@@ -119,7 +106,7 @@ def move_aside(path: Path) -> Path | None:
     """Rename the damaged database (and its ``-wal``/``-shm``) to
     ``history.sqlite.corrupt-<time>``, keeping it; returns the new name, or None when it
     is no longer damaged (another phobos moved it a moment ago). OSError if it cannot."""
-    with _history_lock(path):
+    with exclusive_lock(path.with_name(path.name + ".lock")):  # one phobos moves it
         if not path.exists() or not still_damaged(path):
             return None
         stamp = time.strftime("%Y%m%dT%H%M%S")

@@ -9,17 +9,14 @@ about a failed run, :class:`SentLedger` records it, so that systemd's ``OnFailur
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from phobos.core.files import write_atomic
+from phobos.core.files import exclusive_lock, write_atomic
 from phobos.core.model import Outcome, format_duration
 from phobos.errors import PhobosError
 from phobos.notify.base import EventKind, RunEvent
@@ -207,7 +204,8 @@ class SentLedger:
 
     def record(self, job: str, run_id: int, channel: str) -> None:
         """``channel`` delivered the failure of run ``run_id`` of ``job``."""
-        with self._locked():
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(self.state_dir / "notified.lock"):
             jobs = self._load()
             entry = jobs.get(job, {})
             channels = set(entry.get("channels", ())) if entry.get("run_id") == run_id else set()
@@ -233,16 +231,6 @@ class SentLedger:
         return {k: v for k, v in jobs.items() if isinstance(v, dict)} if isinstance(
             jobs, dict) else {}
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.state_dir / "notified.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                     0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ repository, same archive ids.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import posixpath
 import re
@@ -30,6 +29,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from phobos.core.files import exclusive_lock
 from phobos.tools.borg_contents import Item
 
 SCHEMA = """
@@ -146,13 +146,8 @@ class Catalog:
     def refreshing(self) -> Iterator[None]:
         """One refresh at a time per catalog (a second phobos waits, then finds the
         archives the first listed already in the catalog)."""
-        fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                     0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with exclusive_lock(self.path.with_suffix(".lock"), mode=0o600):
             yield
-        finally:
-            os.close(fd)
 
     # --- meta --------------------------------------------------------------------------
 
