@@ -447,7 +447,6 @@ def test_ctrl_c_leaves_no_mark_on_the_led(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "led.json").read_text())["failures"] == []
 
 
-
 def test_a_stop_signal_between_the_jobs_end_and_its_record_still_ends_recorded(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The moment the fault suite once hit (a SIGTERM just as a check ended left the run
