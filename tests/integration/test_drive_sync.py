@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -421,6 +422,43 @@ def test_sigterm_mid_copy_releases_the_drive_by_itself(rig: Rig) -> None:
     assert run["outcome"] == "interrupted" and run["message"] == "stopped by SIGTERM"
     assert rig.led() == "red"
     assert processes(copying(rig)) == []
+    not_mounted_anywhere(rig, device)
+
+
+# A drive pulled out mid-copy: rsync fails first (the device is gone), and systemd's
+# SIGTERM (the unit is bound to the device) arrives a moment later, in the cleanup. This
+# phobos sends itself that SIGTERM as the cleanup after the failed copy begins.
+SIGTERM_AT_THE_CLEANUP = """
+import os, signal, sys
+from phobos.__main__ import main
+from phobos.jobs import drive_sync
+releases = []
+def release(*args, **kwargs):
+    releases.append(args)
+    if len(releases) == 2:  # the first looks for an earlier session's leftovers
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real(*args, **kwargs)
+real, drive_sync.release = drive_sync.release, release
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_sigterm_during_the_cleanup_after_a_failure_does_not_cut_it_short(
+        rig: Rig) -> None:
+    make_repo(rig.repo, rig.borg_base, rig.root / "data", 24)
+    device = rig.loops.attach(rig.loops.image("a", size="16M"))  # too small: the copy fails
+    uuid = uuid_of(device)
+    rig.configure({"ext-a": uuid})
+    argv = [sys.executable, "-c", SIGTERM_AT_THE_CLEANUP, "-c", str(rig.sandbox.config),
+            "drive", "attached", "--uuid", uuid]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=phobos_env())
+
+    assert out.returncode == 1, out.stderr
+    assert "cleaning up drive ext-a after the failure" in out.stderr
+    assert f"unmounted {rig.mountpoint('ext-a')}" in out.stderr, out.stderr
+    run = rig.history()[0]
+    assert run["outcome"] == "failed", run  # what went wrong first: the copy
+    assert str(run["message"]).startswith("step copy-repo: borg failed"), run
     not_mounted_anywhere(rig, device)
 
 

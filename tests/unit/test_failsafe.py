@@ -476,3 +476,16 @@ def test_a_stop_signal_between_the_jobs_end_and_its_record_still_ends_recorded(
     history.close()
     assert row.outcome is Outcome.INTERRUPTED and row.ended is not None, row
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone again
+
+
+def test_a_stop_signal_during_a_held_cleanup_waits_for_its_end() -> None:
+    from phobos.core.runner import signals_interrupt
+
+    finished = False
+    with signals_interrupt() as stop:
+        with stop.held():
+            os.kill(os.getpid(), signal.SIGTERM)  # Python runs the handler on the next line
+            finished = True
+        assert finished and stop.received is not None
+        with pytest.raises(Interrupted, match="stopped by SIGTERM"):
+            stop.check()

@@ -76,6 +76,21 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     _wait_gone(grandchild)
 
 
+def test_a_program_left_running_by_a_child_that_obeyed_sigterm_is_killed_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``borg with-lock REPO rsync ...`` on a drive pulled out: Borg exits on SIGTERM,
+    rsync lingers and keeps the drive busy. The step returns once rsync is gone too."""
+    monkeypatch.setattr(proc, "KILL_GRACE_SECONDS", 1.0)
+    pidfile = tmp_path / "lingering.pid"
+    # The grandchild ignores SIGTERM (an ignored signal stays ignored across exec).
+    script = f"(trap '' TERM; exec sleep 60) & echo $! > {pidfile}; exec sleep 60"
+    with pytest.raises(StepFailed, match="did not finish within"):
+        proc.run(["sh", "-c", script], timeout=1)
+    lingering = int(pidfile.read_text())
+    stat = Path(f"/proc/{lingering}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def test_missing_program_is_a_clear_error() -> None:
     with pytest.raises(ToolMissing, match="no-such-tool-xyz: program not found"):
         proc.run(["no-such-tool-xyz"])

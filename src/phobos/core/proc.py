@@ -12,7 +12,8 @@ Contract of :func:`run`:
 - exit codes are classified by the caller's ok/warn sets;
 - on timeout or interruption (any exception while waiting, e.g. SIGTERM turned into
   :class:`~phobos.errors.Interrupted`) the child's process group gets SIGTERM, then
-  SIGKILL after a grace period, and is always reaped;
+  SIGKILL after a grace period; the child is always reaped, and what else of its group
+  lingers (a program it started) is waited for;
 - the child gets SIGKILL if phobos itself dies (PR_SET_PDEATHSIG), so a SIGKILLed
   run leaves no orphan behind.
 """
@@ -43,6 +44,8 @@ ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "HOME", "USER",
 SECRET_ENV = re.compile(r"PASSPHRASE|PASSWORD|PASSWD|SECRET|TOKEN|_KEY$", re.IGNORECASE)
 REDACTED = "********"
 KILL_GRACE_SECONDS = 10.0
+KILLED_GROUP_SECONDS = 5.0  # for SIGKILLed members of a child's group to exit
+GROUP_POLL_SECONDS = 0.05
 
 _live: set[subprocess.Popen[bytes]] = set()
 _live_lock = threading.Lock()
@@ -438,25 +441,68 @@ def _feed_stdin(proc: subprocess.Popen[bytes], data: bytes) -> None:
 def _terminate_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the child's process group, SIGKILL after a grace period, always reap.
 
-    Interruptions during the grace period are deferred: the child must be reaped
-    even if a second Ctrl-C arrives.
+    The whole group must be gone, not only the child: a program that runs another
+    (``borg with-lock REPO rsync ...``) may exit on SIGTERM at once while the program it
+    started lingers, still holding the drive it writes to (rsync on a drive pulled out
+    did, for minutes, and the drive could not be unmounted). Interruptions during the
+    grace period are deferred: the child must be reaped even if a second Ctrl-C arrives.
     """
-    for sig, grace in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, None)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        deadline = None if grace is None else time.monotonic() + grace
-        while True:
-            try:
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                proc.wait(timeout=remaining)
-                return
-            except subprocess.TimeoutExpired:
-                break
-            except Interrupted:
-                continue
-    for pipe in (proc.stdout, proc.stderr, proc.stdin):
-        if pipe is not None:
-            pipe.close()
+    group = proc.pid  # start_new_session: the child leads its own process group
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + KILL_GRACE_SECONDS
+    if _reaped(proc, deadline) and _group_gone(group, deadline):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
+    _reaped(proc, None)
+    # A SIGKILLed member exits at once, unless the kernel holds it (I/O to a device that
+    # is gone): wait a little for the rest of the group, never forever.
+    _group_gone(group, time.monotonic() + KILLED_GROUP_SECONDS)
+
+
+def _reaped(proc: subprocess.Popen[bytes], deadline: float | None) -> bool:
+    """Wait for the child to exit and reap it (by ``deadline``; None: however long)."""
+    while True:
+        try:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            proc.wait(timeout=remaining)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+        except Interrupted:
+            continue
+
+
+def _group_gone(group: int, deadline: float) -> bool:
+    """Whether every process of ``group`` has exited by ``deadline``. The group's id stays
+    taken while a member lives, so a signal to it cannot reach anyone else."""
+    while _live_members(group):
+        if time.monotonic() >= deadline:
+            return False
+        with contextlib.suppress(Interrupted):
+            time.sleep(GROUP_POLL_SECONDS)
+    return True
+
+
+def _live_members(group: int) -> bool:
+    """Whether ``group`` has a member that has not exited. Zombies do not count: an init
+    that does not reap its adopted children (some containers' PID 1) keeps them."""
+    try:
+        os.killpg(group, 0)
+    except (ProcessLookupError, PermissionError):
+        return False  # none left (or none of phobos's: it runs as the user it started)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[2]) == group and fields[0] != b"Z":
+            return True
+    return False
 
 
 def _classify(argv: Sequence[str], code: int, started: float, streams: _Streams,

@@ -68,6 +68,19 @@ class StopRequest:
     def __init__(self) -> None:
         self.received: Interrupted | None = None
         self.settled = False  # the outcome is decided: later signals change nothing
+        self.holding = False  # a cleanup runs that a signal must not cut short
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Keep a stop signal from interrupting the block (remembered: :meth:`check`
+        raises it afterwards). For cleanups that must finish once begun: a drive whose
+        copy failed as it was pulled out gets systemd's SIGTERM a moment later, in the
+        middle of its unmount."""
+        held_before, self.holding = self.holding, True
+        try:
+            yield
+        finally:
+            self.holding = held_before
 
     @property
     def by_user(self) -> bool:
@@ -384,7 +397,8 @@ def signals_interrupt() -> Iterator[StopRequest]:
             stop.received = Interrupted("stopped by Ctrl-C at the terminal", by_user=True)
         else:
             stop.received = Interrupted(f"stopped by {signal.Signals(signum).name}")
-        raise Interrupted(stop.received.message, by_user=stop.received.by_user)
+        if not stop.holding:
+            raise Interrupted(stop.received.message, by_user=stop.received.by_user)
 
     previous = {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS}
     try:

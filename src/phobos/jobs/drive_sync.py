@@ -249,7 +249,8 @@ def sync_drive(ctx: RunContext, job: DriveSyncJob, drive: Drive, device: str) ->
         record_sync(ctx.config, drive, job=ctx.name, run_id=ctx.run_id, stats=stats)
         release(drive, ctx.run, ctx.log)
     except BaseException:
-        _release_after_failure(ctx, drive, cleanup)
+        with ctx.stop.held():
+            _release_after_failure(ctx, drive, cleanup)
         raise
     ctx.stats.setdefault("drives", {})[drive.name] = stats
     ctx.log(f"drive {drive.name}: {stats['files']} files, {stats['bytes']} bytes verified; "
