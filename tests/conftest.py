@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -90,8 +91,14 @@ def phobos_env() -> dict[str, str]:
 def pytest_configure(config: pytest.Config) -> None:
     """In-process code (``borg.find``, the runner in unit tests) sees the PATH the CLI
     processes get: the venv's Borg 1.4 before Debian's /usr/bin/borg, also when pytest
-    is started without the venv on PATH."""
+    is started without the venv on PATH.
+
+    Ctrl-C works in the processes the tests start, also when pytest was started in the
+    background of a script (``cmd &`` without job control ignores SIGINT, the ignoring
+    is inherited, and Python then installs no KeyboardInterrupt handler)."""
     os.environ["PATH"] = venv_path()
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

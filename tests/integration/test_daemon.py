@@ -5,6 +5,7 @@ running jobs cleanly and they are recorded as interrupted."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -72,6 +73,8 @@ def test_daemon_fires_catches_up_and_stops_cleanly(sandbox: Sandbox) -> None:
     assert [r["outcome"] for r in by_job["daily"]] == ["success"]  # caught up exactly once
     assert by_job["long"][0]["outcome"] == "interrupted"
     assert "manual-only" not in by_job
-    assert "stopping; interrupting 1 running job(s)" in output
+    # `long` at least; a `tick` may be running at that moment too (a loaded machine).
+    stopping = re.search(r"stopping; interrupting (\d+) running job\(s\)", output)
+    assert stopping is not None and int(stopping.group(1)) >= 1, output
     # Nothing of the daemon's children is left running.
     assert "running" not in {r["outcome"] for r in history(sandbox)}
