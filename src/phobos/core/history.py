@@ -35,6 +35,7 @@ from typing import Any, Protocol, TypeVar
 
 from phobos.core.files import private_dir, private_file
 from phobos.core.model import Outcome
+from phobos.core.processes import group_members
 from phobos.errors import HistoryUnavailable, PhobosError, UsageError
 
 MIGRATIONS: tuple[str, ...] = (
@@ -532,16 +533,10 @@ def _kill_leftover_group(pgid: int, started: float) -> None:
     """SIGKILL processes still in ``pgid`` that started after the run did."""
     boot = _boot_time()
     ticks = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and boot + int(fields[19]) / ticks >= started - 1:
+    for member in group_members(pgid):
+        if boot + member.start_ticks / ticks >= started - 1:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(int(entry.name), signal.SIGKILL)
+                os.kill(member.pid, signal.SIGKILL)
 
 
 def _boot_time() -> float:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from phobos.core.model import Outcome, format_duration
+from phobos.core.processes import group_members
 from phobos.core.progress import LineReader, Progress, Reading
 from phobos.core.step import Step
 from phobos.errors import Interrupted, SecretLeak, StepFailed, ToolMissing
@@ -492,17 +493,7 @@ def _live_members(group: int) -> bool:
         os.killpg(group, 0)
     except (ProcessLookupError, PermissionError):
         return False  # none left (or none of phobos's: it runs as the user it started)
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        if int(fields[2]) == group and fields[0] != b"Z":
-            return True
-    return False
+    return any(member.state != "Z" for member in group_members(group))
 
 
 def _classify(argv: Sequence[str], code: int, started: float, streams: _Streams,

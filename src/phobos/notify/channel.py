@@ -232,7 +232,6 @@ class SentLedger:
             jobs, dict) else {}
 
 
-
 # --------------------------------------------------------------------------------------------
 # Trying channels by hand: `phobos notify test` and `phobos notify unit-failure`
 
